@@ -1,0 +1,1 @@
+"""Message filters. The filter interface arrives with the filter-chain issue."""

@@ -1,0 +1,1 @@
+"""Sans-I/O IMAP codec: framing, tokens, commands and responses. No sockets here."""

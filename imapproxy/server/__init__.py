@@ -1,0 +1,1 @@
+"""The front end: listeners and client sessions."""

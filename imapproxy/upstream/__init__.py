@@ -1,0 +1,1 @@
+"""The imapc side: connections to the upstream server. The only place that imports aioimaplib."""
