@@ -1,0 +1,97 @@
+"""Listeners: bind every configured address, run a Session per client, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+
+from ..config import Config, ListenerConfig
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+
+def server_tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
+    if listener.tls == "none" or listener.cert_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(listener.cert_file),
+                        str(listener.key_file) if listener.key_file else None)
+    return ctx
+
+
+class ProxyApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.servers: list[asyncio.Server] = []
+        self.sessions: set[Session] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        """The addresses actually bound (port 0 in the config picks a free port)."""
+        out: list[tuple[str, int]] = []
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((host, port))
+        return out
+
+    async def start(self) -> None:
+        """Bind every listener; raises OSError naming the listener that failed."""
+        for listener in self.config.listeners:
+            tls = server_tls_context(listener)
+            try:
+                server = await asyncio.start_server(
+                    lambda r, w, lst=listener, ctx=tls: self._accept(r, w, lst, ctx),
+                    listener.host, listener.port,
+                    ssl=tls if listener.tls == "implicit" else None,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                await self.stop()
+                raise OSError(exc.errno, f"listener {listener.bind}: {exc.strerror or exc}") \
+                    from exc
+            self.servers.append(server)
+            log.info("listening on %s (tls=%s)", listener.bind, listener.tls)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
+        session = Session(reader, writer, self.config, listener, tls)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except Exception:  # a bug in one session must not take the server down
+            log.exception("session crashed")
+            with contextlib.suppress(Exception):
+                writer.close()
+        finally:
+            self.sessions.discard(session)
+
+    async def stop(self, reason: str = "Server shutting down.") -> None:
+        for server in self.servers:
+            server.close()
+        for session in list(self.sessions):
+            session.shutdown(reason)
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+        self.servers.clear()
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT. Raises OSError when a listen address cannot be bound."""
+    app = ProxyApp(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()

@@ -1,0 +1,483 @@
+"""One client session: reads commands through the framer, answers locally or relays upstream.
+
+The upstream is the authority for mailbox state: each session has its own upstream connection,
+so sequence numbers, EXISTS/EXPUNGE and flags the client sees are the upstream's own, relayed
+in order. The proxy answers locally only what is its own business: capabilities, ID, TLS,
+authentication, LOGOUT, and commands refused by state or by the capability allowlist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from enum import Enum
+
+from .. import __version__
+from ..config import Config, ListenerConfig
+from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..protocol.command import Command, parse_command
+from ..protocol.errors import ProtocolError
+from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rejected
+from ..protocol.response import (
+    Continuation,
+    DataResponse,
+    StatusResponse,
+    serialize_response,
+)
+from ..protocol.tokens import Atom, ParenList, is_nil, string_value
+from ..upstream.connection import Received, UpstreamConnection
+from .answers import error_answer, status_line
+from .capabilities import (
+    ENABLEABLE,
+    authenticated_capabilities,
+    preauth_capabilities,
+)
+
+log = logging.getLogger(__name__)
+
+
+class State(Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+
+
+NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+ANY = NOT_AUTH | AUTH
+
+# Command -> (states it is valid in, upstream capability it needs or None). Data, not code.
+COMMANDS: dict[str, tuple[frozenset[State], str | None]] = {
+    "CAPABILITY": (ANY, None), "NOOP": (ANY, None), "LOGOUT": (ANY, None), "ID": (ANY, None),
+    "STARTTLS": (NOT_AUTH, None), "LOGIN": (NOT_AUTH, None), "AUTHENTICATE": (NOT_AUTH, None),
+    "SELECT": (AUTH, None), "EXAMINE": (AUTH, None), "CREATE": (AUTH, None),
+    "DELETE": (AUTH, None), "RENAME": (AUTH, None), "SUBSCRIBE": (AUTH, None),
+    "UNSUBSCRIBE": (AUTH, None), "LIST": (AUTH, None), "LSUB": (AUTH, None),
+    "STATUS": (AUTH, None), "APPEND": (AUTH, None), "NAMESPACE": (AUTH, "NAMESPACE"),
+    "ENABLE": (AUTH, "ENABLE"), "IDLE": (AUTH, "IDLE"),
+    "CHECK": (SELECTED, None), "CLOSE": (SELECTED, None), "EXPUNGE": (SELECTED, None),
+    "SEARCH": (SELECTED, None), "FETCH": (SELECTED, None), "STORE": (SELECTED, None),
+    "COPY": (SELECTED, None), "MOVE": (SELECTED, "MOVE"), "UNSELECT": (SELECTED, "UNSELECT"),
+}
+# Commands with a UID form, and the capability the UID form needs beyond the plain one.
+UID_FORMS: dict[str, str | None] = {
+    "FETCH": None, "STORE": None, "SEARCH": None, "COPY": None, "MOVE": "MOVE",
+    "EXPUNGE": "UIDPLUS",
+}
+
+
+def is_loopback(peer: object) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Session:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.config = config
+        self.listener = listener
+        self.tls_context = tls
+        self.tls_active = listener.tls == "implicit"
+        self.peer = writer.get_extra_info("peername")
+        self.state = State.NOT_AUTHENTICATED
+        self.upstream: UpstreamConnection | None = None
+        self.user = ""
+        self.client_id: dict[str, str] = {}
+        self.framer = self._new_framer()
+        self.started = time.monotonic()
+        self._closing = False
+
+    def _new_framer(self) -> Framer:
+        limits = self.config.limits
+        return Framer(max_line_length=limits.max_line_length,
+                      max_literal_size=limits.max_literal_size)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.info("session start peer=%s", _peer_text(self.peer))
+        try:
+            self.write(status_line(None, "OK", "imapproxy ready.",
+                                   "CAPABILITY " + " ".join(self.capabilities())))
+            while not self._closing:
+                event = await self.next_event()
+                if event is None:
+                    break
+                await self.handle_event(event)
+                await self.writer.drain()
+        except SessionEnded as exc:
+            self._try_write(error_answer(None, exc))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            await self._finish()
+
+    def shutdown(self, reason: str) -> None:
+        """Server shutdown: tell the client and stop reading."""
+        self._try_write(status_line(None, "BYE", reason))
+        self._closing = True
+        self.writer.close()
+
+    async def _finish(self) -> None:
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            await upstream.logout()
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5.0)
+        except (ConnectionError, ssl.SSLError, asyncio.TimeoutError):
+            pass
+        log.info("session end peer=%s user=%s seconds=%.1f", _peer_text(self.peer),
+                 self.user or "-", time.monotonic() - self.started)
+
+    async def next_event(self, timeout: float | None = None) -> FramerEvent | None:
+        """The next framer event, reading more bytes as needed; None at end of input."""
+        if timeout is None:
+            limits = self.config.limits
+            timeout = (limits.preauth_timeout if self.state is State.NOT_AUTHENTICATED
+                       else limits.idle_timeout)
+        while True:
+            event = self.framer.next_event()
+            if event is not None:
+                return event
+            data = await self._read(timeout)
+            if not data:
+                return None
+            self.framer.receive_data(data)
+
+    async def _read(self, timeout: float) -> bytes:
+        read = asyncio.ensure_future(self.reader.read(65536))
+        waits: set[asyncio.Future[object]] = {read}  # type: ignore[arg-type]
+        lost: asyncio.Future[object] | None = None
+        if self.upstream is not None:
+            lost = asyncio.ensure_future(self.upstream.wait_closed())
+            waits.add(lost)
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if lost is not None:
+                lost.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if lost is not None and lost in done:
+            if self.upstream is not None:
+                for item in self.upstream.pending():
+                    self.relay(item)
+            raise UpstreamLost("Upstream server connection lost")
+        raise SessionEnded("Disconnected for inactivity.")
+
+    async def handle_event(self, event: FramerEvent) -> None:
+        if isinstance(event, NeedContinuation):
+            self.write(b"+ Ready for literal data\r\n")
+        elif isinstance(event, Rejected):
+            text = f"{event.reason.capitalize()}."
+            if event.code == "TOOBIG":
+                self.write(status_line(event.tag, "NO", text, "TOOBIG"))
+            else:
+                self.write(status_line(event.tag, "BAD", text))
+        elif event.data.strip():
+            try:
+                command = parse_command(event.data)
+            except ProtocolError as exc:
+                self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
+                return
+            try:
+                await self.dispatch(command)
+            except SessionEnded:
+                raise
+            except ImapError as exc:
+                self.write(error_answer(command.tag, exc))
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    async def dispatch(self, command: Command) -> None:
+        spec = COMMANDS.get(command.name)
+        needed = spec[1] if spec else None
+        if command.uid:
+            if command.name not in UID_FORMS:
+                raise BadCommand(f"Unknown command UID {command.name}")
+            needed = needed or UID_FORMS[command.name]
+        if spec is None or (needed is not None and not self._upstream_has(needed)):
+            raise BadCommand(f"Unknown command {command.full_name}")
+        if self.state not in spec[0]:
+            raise BadCommand(f"Command {command.full_name} not allowed in the "
+                             f"{self.state.value} state")
+        handler = self._local_handlers().get(command.name, self.forward)
+        await handler(command)
+
+    def _upstream_has(self, capability: str) -> bool:
+        return self.upstream is None or capability in self.upstream.capabilities
+
+    def _local_handlers(self) -> dict[str, Callable[[Command], Awaitable[None]]]:
+        return {
+            "CAPABILITY": self.cmd_capability, "NOOP": self.cmd_noop, "LOGOUT": self.cmd_logout,
+            "ID": self.cmd_id, "STARTTLS": self.cmd_starttls, "LOGIN": self.cmd_login,
+            "AUTHENTICATE": self.cmd_authenticate, "ENABLE": self.cmd_enable,
+            "IDLE": self.cmd_idle,
+        }
+
+    def capabilities(self) -> list[str]:
+        if self.upstream is not None:
+            return authenticated_capabilities(self.upstream.capabilities)
+        return preauth_capabilities(
+            starttls=self.tls_context is not None and not self.tls_active,
+            login_allowed=self.plaintext_auth_allowed())
+
+    def plaintext_auth_allowed(self) -> bool:
+        return self.tls_active or self.listener.allow_plaintext_auth or is_loopback(self.peer)
+
+    # --- commands answered by the proxy ------------------------------------------------------
+
+    async def cmd_capability(self, command: Command) -> None:
+        _no_args(command)
+        self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
+        self.write(status_line(command.tag, "OK", "Capability completed."))
+
+    async def cmd_noop(self, command: Command) -> None:
+        _no_args(command)
+        if self.upstream is None:
+            self.write(status_line(command.tag, "OK", "NOOP completed."))
+        else:
+            await self.forward(command)
+
+    async def cmd_logout(self, command: Command) -> None:
+        _no_args(command)
+        self.write(b"* BYE Logging out\r\n")
+        self.write(status_line(command.tag, "OK", "Logout completed."))
+        self._closing = True
+
+    async def cmd_id(self, command: Command) -> None:
+        if len(command.args) != 1:
+            raise BadCommand("ID needs one argument")
+        arg = command.args[0]
+        if isinstance(arg, ParenList):
+            values = [string_value(t).decode("utf-8", "replace") if not is_nil(t) else ""
+                      for t in arg.items]
+            if len(values) % 2 or len(values) > 60:
+                raise BadCommand("ID takes field/value pairs")
+            self.client_id = {k.lower(): v for k, v in zip(values[::2], values[1::2])}
+        elif not is_nil(arg):
+            raise BadCommand("ID takes a list or NIL")
+        self.write(f'* ID ("name" "imapproxy" "version" "{__version__}")\r\n'.encode())
+        self.write(status_line(command.tag, "OK", "ID completed."))
+
+    async def cmd_starttls(self, command: Command) -> None:
+        _no_args(command)
+        if self.tls_context is None or self.tls_active:
+            raise BadCommand("STARTTLS not available")
+        self.write(status_line(command.tag, "OK", "Begin TLS negotiation now."))
+        await self.writer.drain()
+        # Anything the client pipelined after STARTTLS in plaintext is dropped (RFC 3501 6.2.1)
+        self.framer = self._new_framer()
+        await self.writer.start_tls(self.tls_context)
+        self.tls_active = True
+
+    async def cmd_login(self, command: Command) -> None:
+        if len(command.args) != 2:
+            raise BadCommand("LOGIN needs a user name and a password")
+        self._require_plaintext_ok()
+        user, password = (string_value(a) for a in command.args)
+        await self.authenticate(command.tag, user, password)
+
+    async def cmd_authenticate(self, command: Command) -> None:
+        if not command.args or len(command.args) > 2 or not isinstance(command.args[0], Atom):
+            raise BadCommand("AUTHENTICATE needs a mechanism")
+        if command.args[0].upper() != "PLAIN":
+            raise CommandFailed("Unsupported authentication mechanism")
+        self._require_plaintext_ok()
+        if len(command.args) == 2:
+            response = string_value(command.args[1])
+        else:
+            self.write(b"+ \r\n")
+            await self.writer.drain()
+            event = await self.next_event()
+            if not isinstance(event, Frame):
+                raise SessionEnded("Authentication aborted") if event is None \
+                    else BadCommand("Authentication response too long")
+            response = event.data.rstrip(b"\r\n")
+        if response == b"*":
+            raise BadCommand("Authentication cancelled")
+        try:
+            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadCommand("Invalid base64 in authentication response") from None
+        parts = decoded.split(b"\0")
+        if len(parts) != 3 or not parts[1]:
+            raise BadCommand("Invalid PLAIN authentication response")
+        authzid, user, password = parts
+        await self.authenticate(command.tag, user, password, authzid)
+
+    def _require_plaintext_ok(self) -> None:
+        if not self.plaintext_auth_allowed():
+            raise CommandFailed("Plaintext authentication is disabled; use STARTTLS first.",
+                                "PRIVACYREQUIRED")
+
+    async def authenticate(self, tag: str, user: bytes, password: bytes,
+                           authzid: bytes = b"") -> None:
+        shown = user.decode("utf-8", "replace")
+        upstream = await UpstreamConnection.open(self.config.upstream,
+                                                 self.config.limits.max_literal_size)
+        try:
+            status = await upstream.login(user, password, authzid)
+        except ImapError:
+            upstream.close()
+            raise
+        if status.status != "OK":
+            upstream.close()
+            log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
+                     status.text.decode("utf-8", "replace"))
+            code = status.code or "AUTHENTICATIONFAILED"
+            self.write(status_line(tag, "NO", status.text.decode("utf-8", "replace")
+                                   or "Authentication failed.", code))
+            return
+        self.upstream = upstream
+        self.user = shown
+        self.state = State.AUTHENTICATED
+        log.info("login ok user=%s peer=%s", shown, _peer_text(self.peer))
+        self.write(status_line(tag, "OK", "Logged in",
+                               "CAPABILITY " + " ".join(self.capabilities())))
+
+    async def cmd_enable(self, command: Command) -> None:
+        offered = set(self.capabilities()) & ENABLEABLE
+        wanted = tuple(a for a in command.args
+                       if isinstance(a, Atom) and a.upper() in offered)
+        if not command.args:
+            raise BadCommand("ENABLE needs capability names")
+        if not wanted:
+            self.write(b"* ENABLED\r\n")
+            self.write(status_line(command.tag, "OK", "Enabled."))
+            return
+        await self.forward(replace(command, args=wanted))
+
+    async def cmd_idle(self, command: Command) -> None:
+        _no_args(command)
+        upstream = self._upstream()
+        responses = upstream.execute(command, timeout=None).__aiter__()
+        next_response = asyncio.ensure_future(responses.__anext__())
+        client: asyncio.Future[FramerEvent | None] | None = None
+        idling = done_sent = False
+        bad_end = False
+        try:
+            while True:
+                if idling and not done_sent and client is None:
+                    client = asyncio.ensure_future(
+                        self.next_event(self.config.limits.idle_timeout))
+                waits = {f for f in (next_response, client) if f is not None}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if next_response.done():
+                    try:
+                        item = next_response.result()
+                    except StopAsyncIteration:
+                        return
+                    if isinstance(item.response, Continuation) and not idling:
+                        idling = True
+                        self.write(b"+ idling\r\n")
+                    elif isinstance(item.response, StatusResponse) and item.response.tag:
+                        if bad_end:
+                            self.write(status_line(command.tag, "BAD", "Expected DONE."))
+                        else:
+                            self.relay(item, command.tag)
+                        return
+                    else:
+                        self.relay(item)
+                    await self.writer.drain()
+                    next_response = asyncio.ensure_future(responses.__anext__())
+                if client is not None and client.done():
+                    event = client.result()
+                    client = None
+                    if event is None:
+                        self._closing = True
+                    elif not (isinstance(event, Frame)
+                              and event.data.strip().upper() == b"DONE"):
+                        bad_end = True
+                    upstream.send_line(b"DONE")
+                    done_sent = True
+        finally:
+            for fut in (next_response, client):
+                if fut is not None and not fut.done():
+                    fut.cancel()
+
+    # --- relaying ----------------------------------------------------------------------------
+
+    def _upstream(self) -> UpstreamConnection:
+        if self.upstream is None:
+            raise BadCommand("Not authenticated")
+        return self.upstream
+
+    async def forward(self, command: Command) -> None:
+        """Run the command upstream, relaying every response; the tagged one gets our tag."""
+        upstream = self._upstream()
+        final: StatusResponse | None = None
+        async for item in upstream.execute(command):
+            if isinstance(item.response, StatusResponse) and item.response.tag is not None:
+                final = item.response
+                self.relay(item, command.tag)
+            else:
+                self.relay(item)
+                if self.writer.transport.get_write_buffer_size() > 1 << 20:
+                    await self.writer.drain()
+        if final is not None:
+            self._track_state(command, final)
+
+    def _track_state(self, command: Command, final: StatusResponse) -> None:
+        if command.name in ("SELECT", "EXAMINE"):
+            self.state = State.SELECTED if final.status == "OK" else State.AUTHENTICATED
+        elif command.name in ("CLOSE", "UNSELECT") and final.status == "OK":
+            self.state = State.AUTHENTICATED
+
+    def relay(self, item: Received, tag: str | None = None) -> None:
+        """Pass one upstream response on, byte for byte unless it must change: the tag, and
+        capability lists (filtered through the allowlist)."""
+        response = item.response
+        if isinstance(response, DataResponse) and response.name == "CAPABILITY":
+            self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
+            return
+        if isinstance(response, StatusResponse):
+            if response.code == "CAPABILITY":
+                response = replace(response,
+                                   code_data=" ".join(self.capabilities()).encode())
+            if tag is not None:
+                response = replace(response, tag=tag)
+            if response is not item.response:
+                self.write(serialize_response(response))
+                return
+        self.write(item.raw)
+
+    # --- output ------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def _try_write(self, data: bytes) -> None:
+        try:
+            if not self.writer.is_closing():
+                self.writer.write(data)
+        except (ConnectionError, RuntimeError):
+            pass
+
+
+def _no_args(command: Command) -> None:
+    if command.args:
+        raise BadCommand(f"{command.name} takes no arguments")
+
+
+def _peer_text(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -1,0 +1,333 @@
+"""One connection to the upstream IMAP server.
+
+aioimaplib opens it (TCP, implicit TLS, greeting, first CAPABILITY); then this module takes the
+transport over and speaks IMAP through the project's own sans-I/O codec. Why, in short (see
+docs/upstream.md): aioimaplib's response reader deletes every ``"* "`` inside a line (which
+corrupts message data), drops untagged responses that arrive outside NOOP, routes them to
+commands by guessing from their name, only sends literals for APPEND, and recurses once per
+line (a large FETCH overflows the stack). A proxy must relay every byte and every unsolicited
+EXISTS/EXPUNGE faithfully, so only the connection set-up is delegated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import cast
+
+import aioimaplib
+
+from ..config import UpstreamConfig
+from ..errors import UpstreamLost, UpstreamUnavailable
+from ..protocol.command import Command, command_chunks
+from ..protocol.errors import ProtocolError
+from ..protocol.framing import Frame, Framer
+from ..protocol.response import Continuation, Response, StatusResponse, parse_response
+from ..protocol.tokens import Atom, Literal, ParenList, Token, astring_token
+
+log = logging.getLogger(__name__)
+
+LITERAL_MINUS_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One upstream response: its exact bytes, and its parsed form (None if unparseable)."""
+
+    raw: bytes
+    response: Response | None
+
+    def is_tagged(self, tag: str) -> bool:
+        return isinstance(self.response, StatusResponse) and self.response.tag == tag
+
+
+class _Lost:
+    pass
+
+
+_LOST = _Lost()
+
+
+class _ResponseReader(asyncio.Protocol):
+    """Feeds upstream bytes through the framer into a queue of Received."""
+
+    def __init__(self, max_literal_size: int) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.queue: asyncio.Queue[Received | _Lost] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self._framer = Framer(
+            max_line_length=1024 * 1024, max_literal_size=max_literal_size, server_side=False
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._framer.receive_data(data)
+        while (event := self._framer.next_event()) is not None:
+            if not isinstance(event, Frame):
+                log.warning("upstream response refused: %s", event)
+                continue
+            try:
+                parsed: Response | None = parse_response(event.data)
+            except ProtocolError as exc:
+                log.warning("unparseable upstream response (%s), relayed as is", exc)
+                parsed = None
+            self.queue.put_nowait(Received(event.data, parsed))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+        self.queue.put_nowait(_LOST)
+
+
+def tls_context(config: UpstreamConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if config.ca_file is not None:
+        ctx.load_verify_locations(cafile=str(config.ca_file))
+    if config.insecure_skip_verify:
+        log.warning("upstream TLS certificate verification is OFF (insecure; tests only)")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class UpstreamConnection:
+    """An authenticated-or-not IMAP connection to the upstream; one command at a time."""
+
+    def __init__(self, config: UpstreamConfig, reader: _ResponseReader, caps: frozenset[str],
+                 preauth: bool) -> None:
+        self.config = config
+        self._reader = reader
+        self.capabilities = caps
+        self.preauth = preauth
+        self._lock = asyncio.Lock()
+        self._tag_counter = 0
+        self._broken = False
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: UpstreamConfig, max_literal_size: int = 1 << 31
+                   ) -> UpstreamConnection:
+        """Connect and read the greeting; STARTTLS when configured. Raises UpstreamUnavailable."""
+        where = f"{config.host}:{config.port}"
+        client: aioimaplib.IMAP4
+        if config.security == "implicit":
+            client = aioimaplib.IMAP4_SSL(host=config.host, port=config.port,
+                                          timeout=config.connect_timeout,
+                                          ssl_context=tls_context(config))
+        else:
+            client = aioimaplib.IMAP4(host=config.host, port=config.port,
+                                      timeout=config.connect_timeout)
+        try:
+            await client.wait_hello_from_server()
+        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as exc:
+            _abort(client)
+            reason = str(exc) or type(exc).__name__
+            raise UpstreamUnavailable(f"upstream {where} unreachable: {reason}") from exc
+        protocol = client.protocol
+        transport = cast(asyncio.Transport, protocol.transport)
+        reader = _ResponseReader(max_literal_size)
+        transport.set_protocol(reader)
+        reader.connection_made(transport)
+        caps = frozenset(c.upper() for c in protocol.capabilities) - {"CAPABILITY"}
+        conn = cls(config, reader, caps, preauth=protocol.state == aioimaplib.AUTH)
+        if config.security == "starttls":
+            await conn._starttls()
+        return conn
+
+    async def _starttls(self) -> None:
+        if "STARTTLS" not in self.capabilities:
+            self.close()
+            raise UpstreamUnavailable("upstream does not offer STARTTLS")
+        status = await self.simple(Command("", "STARTTLS"))
+        if status.status != "OK":
+            self.close()
+            raise UpstreamUnavailable("upstream refused STARTTLS")
+        transport = self._reader.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            new_transport = await loop.start_tls(
+                transport, self._reader, tls_context(self.config),
+                server_hostname=self.config.host, ssl_handshake_timeout=self.config.connect_timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            self.close()
+            raise UpstreamUnavailable(f"upstream TLS failed: {exc}") from exc
+        assert new_transport is not None
+        self._reader.transport = cast(asyncio.Transport, new_transport)
+        await self.refresh_capabilities()
+
+    async def refresh_capabilities(self) -> None:
+        caps: set[str] = set()
+        async for item in self.execute(Command("", "CAPABILITY")):
+            r = item.response
+            if r is not None and not isinstance(r, (StatusResponse, Continuation)) \
+                    and r.name == "CAPABILITY":
+                caps.update(a.upper() for a in r.args if isinstance(a, Atom))
+        if caps:
+            self.capabilities = frozenset(caps)
+
+    async def login(self, user: bytes, password: bytes, authzid: bytes = b"") -> StatusResponse:
+        """Authenticate with the client's credentials; returns the upstream's tagged answer."""
+        if "AUTH=PLAIN" in self.capabilities:
+            initial = base64.b64encode(authzid + b"\0" + user + b"\0" + password).decode()
+            if "SASL-IR" in self.capabilities:
+                status = await self.simple(Command("", "AUTHENTICATE",
+                                                   (Atom("PLAIN"), Atom(initial))))
+            else:
+                status = await self._authenticate_plain(initial)
+        elif authzid and authzid != user:
+            return StatusResponse(None, "NO", "AUTHORIZATIONFAILED",
+                                  text=b"Upstream cannot authorize as another user")
+        elif "LOGINDISABLED" in self.capabilities:
+            return StatusResponse(None, "NO", "PRIVACYREQUIRED",
+                                  text=b"Upstream refuses plaintext login")
+        else:
+            status = await self.simple(Command("", "LOGIN",
+                                               (astring_token(user), astring_token(password))))
+        if status.status == "OK":
+            if status.code == "CAPABILITY" and status.code_data:
+                self.capabilities = frozenset(status.code_data.decode("latin-1").upper().split())
+            else:
+                await self.refresh_capabilities()
+        return status
+
+    async def _authenticate_plain(self, initial: str) -> StatusResponse:
+        final: StatusResponse | None = None
+        async for item in self.execute(Command("", "AUTHENTICATE", (Atom("PLAIN"),))):
+            if isinstance(item.response, Continuation):
+                self.send_line(initial.encode())
+            elif isinstance(item.response, StatusResponse) and item.response.tag is not None:
+                final = item.response
+        assert final is not None
+        return final
+
+    # --- commands ----------------------------------------------------------------------------
+
+    @property
+    def lost(self) -> bool:
+        return self._reader.closed.is_set() or self._broken
+
+    async def wait_closed(self) -> None:
+        await self._reader.closed.wait()
+
+    def _new_tag(self) -> str:
+        self._tag_counter += 1
+        return f"U{self._tag_counter}"
+
+    async def simple(self, command: Command) -> StatusResponse:
+        """Run a command for its tagged status alone (untagged responses are discarded)."""
+        final: StatusResponse | None = None
+        async for item in self.execute(command):
+            if isinstance(item.response, StatusResponse) and item.response.tag is not None:
+                final = item.response
+        assert final is not None
+        return final
+
+    async def execute(self, command: Command, *, timeout: float | None = -1.0
+                      ) -> AsyncIterator[Received]:
+        """Send ``command`` under a fresh tag and yield every response up to its tagged one.
+
+        Untagged responses that arrived between commands come first, in order. Continuations
+        not consumed by literals are yielded (IDLE, AUTHENTICATE). The last item is the tagged
+        status. ``timeout`` (seconds without any response) defaults to the command timeout;
+        None waits forever (IDLE). Raises UpstreamLost / UpstreamUnavailable.
+        """
+        if timeout == -1.0:
+            timeout = self.config.command_timeout
+        async with self._lock:
+            if self.lost:
+                raise UpstreamLost("upstream connection lost")
+            tag = self._new_tag()
+            chunks = command_chunks(self._adapt_literals(command.with_tag(tag)))
+            self._write(chunks[0])
+            for chunk in chunks[1:]:
+                while True:
+                    item = await self._receive(timeout)
+                    if isinstance(item.response, Continuation):
+                        break
+                    yield item
+                    if item.is_tagged(tag):
+                        return  # the literal was refused
+                self._write(chunk)
+            while True:
+                item = await self._receive(timeout)
+                yield item
+                if item.is_tagged(tag):
+                    return
+
+    def send_line(self, line: bytes) -> None:
+        """A raw line inside a running command (``DONE`` for IDLE, SASL responses)."""
+        self._write(line + b"\r\n")
+
+    def pending(self) -> list[Received]:
+        """Unsolicited responses received while no command ran (taken off the queue)."""
+        items: list[Received] = []
+        while not self._reader.queue.empty():
+            item = self._reader.queue.get_nowait()
+            if isinstance(item, _Lost):
+                self._reader.queue.put_nowait(item)
+                break
+            items.append(item)
+        return items
+
+    async def _receive(self, timeout: float | None) -> Received:
+        try:
+            item = await asyncio.wait_for(self._reader.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            self._broken = True
+            self.close()
+            raise UpstreamUnavailable("upstream did not answer in time") from None
+        if isinstance(item, _Lost):
+            self._reader.queue.put_nowait(item)  # every later reader sees it too
+            raise UpstreamLost("upstream connection lost")
+        return item
+
+    def _write(self, data: bytes) -> None:
+        transport = self._reader.transport
+        if transport is None or transport.is_closing():
+            raise UpstreamLost("upstream connection lost")
+        transport.write(data)
+
+    def _adapt_literals(self, command: Command) -> Command:
+        """Use non-synchronising literals where the upstream allows them (saves round trips)."""
+        plus = "LITERAL+" in self.capabilities
+        minus = "LITERAL-" in self.capabilities
+
+        def adapt(token: Token) -> Token:
+            if isinstance(token, Literal):
+                nonsync = plus or (minus and len(token.value) <= LITERAL_MINUS_MAX)
+                return Literal(token.value, token.binary, nonsync)
+            if isinstance(token, ParenList):
+                return ParenList(tuple(adapt(t) for t in token.items))
+            return token
+
+        return Command(command.tag, command.name, tuple(adapt(a) for a in command.args),
+                       command.uid)
+
+    async def logout(self) -> None:
+        if not self.lost:
+            try:
+                await asyncio.wait_for(self.simple(Command("", "LOGOUT")), 5.0)
+            except (UpstreamLost, UpstreamUnavailable, asyncio.TimeoutError):
+                pass
+        self.close()
+
+    def close(self) -> None:
+        transport = self._reader.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+
+def _abort(client: aioimaplib.IMAP4) -> None:
+    task = getattr(client, "_client_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+    transport = getattr(client.protocol, "transport", None)
+    if transport is not None:
+        transport.close()
