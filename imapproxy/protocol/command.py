@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -76,4 +77,4 @@ def command_chunks(command: Command) -> list[bytes]:
         write_tokens(command.args, out, breaks)
     out += b"\r\n"
     bounds = [0, *breaks, len(out)]
-    return [bytes(out[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [bytes(out[a:b]) for a, b in itertools.pairwise(bounds)]

@@ -44,7 +44,7 @@ Token = Atom | Quoted | Literal | ParenList
 
 NIL = Atom("NIL")
 
-_SPECIALS = frozenset(b' ()"{\r\n') | frozenset(range(0x00, 0x20)) | {0x7F}
+_SPECIALS = frozenset(b' ()"{\r\n') | frozenset(range(0x20)) | {0x7F}
 _QUOTED_SAFE = frozenset(range(0x20, 0x100)) - {0x22, 0x5C, 0x7F}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import ssl
@@ -47,7 +48,7 @@ class ProxyApp:
             tls = server_tls_context(listener)
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, lst=listener, ctx=tls: self._accept(r, w, lst, ctx),
+                    functools.partial(self._accept, listener=listener, tls=tls),
                     listener.host, listener.port,
                     ssl=tls if listener.tls == "implicit" else None,
                     reuse_address=True,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from enum import Enum
+from typing import Any
 
 from .. import __version__
 from ..config import Config, ListenerConfig
@@ -139,7 +140,7 @@ class Session:
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
-        except (ConnectionError, ssl.SSLError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, ssl.SSLError):
             pass
         log.info("session end peer=%s user=%s seconds=%.1f", _peer_text(self.peer),
                  self.user or "-", time.monotonic() - self.started)
@@ -161,8 +162,8 @@ class Session:
 
     async def _read(self, timeout: float) -> bytes:
         read = asyncio.ensure_future(self.reader.read(65536))
-        waits: set[asyncio.Future[object]] = {read}  # type: ignore[arg-type]
-        lost: asyncio.Future[object] | None = None
+        waits: set[asyncio.Future[Any]] = {read}
+        lost: asyncio.Future[None] | None = None
         if self.upstream is not None:
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
-import aioimaplib
+import aioimaplib  # type: ignore[import-untyped]
 
 from ..config import UpstreamConfig
 from ..errors import UpstreamLost, UpstreamUnavailable
@@ -125,7 +125,7 @@ class UpstreamConnection:
                                       timeout=config.connect_timeout)
         try:
             await client.wait_hello_from_server()
-        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as exc:
+        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
             _abort(client)
             reason = str(exc) or type(exc).__name__
             raise UpstreamUnavailable(f"upstream {where} unreachable: {reason}") from exc
@@ -155,11 +155,11 @@ class UpstreamConnection:
             new_transport = await loop.start_tls(
                 transport, self._reader, tls_context(self.config),
                 server_hostname=self.config.host, ssl_handshake_timeout=self.config.connect_timeout)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.close()
             raise UpstreamUnavailable(f"upstream TLS failed: {exc}") from exc
         assert new_transport is not None
-        self._reader.transport = cast(asyncio.Transport, new_transport)
+        self._reader.transport = new_transport
         await self.refresh_capabilities()
 
     async def refresh_capabilities(self) -> None:
@@ -279,7 +279,7 @@ class UpstreamConnection:
     async def _receive(self, timeout: float | None) -> Received:
         try:
             item = await asyncio.wait_for(self._reader.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._broken = True
             self.close()
             raise UpstreamUnavailable("upstream did not answer in time") from None
@@ -314,7 +314,7 @@ class UpstreamConnection:
         if not self.lost:
             try:
                 await asyncio.wait_for(self.simple(Command("", "LOGOUT")), 5.0)
-            except (UpstreamLost, UpstreamUnavailable, asyncio.TimeoutError):
+            except (TimeoutError, UpstreamLost, UpstreamUnavailable):
                 pass
         self.close()
 

@@ -37,10 +37,10 @@ RFC_SERVER_LINES = [
     b"* OK [UNSEEN 17] Message 17 is the first unseen message\r\n",
     b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n",
     b"a002 OK [READ-WRITE] SELECT completed\r\n",
-    b'* 12 FETCH (FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 4286 '
+    (b'* 12 FETCH (FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 4286 '
     b'ENVELOPE ("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "IMAP4rev1 WG mtg summary and minutes" '
     b'(("Terry Gray" NIL "gray" "cac.washington.edu")) NIL NIL NIL NIL) '
-    b'BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3028 92))\r\n',
+    b'BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3028 92))\r\n'),
     b"* 12 FETCH (BODY[HEADER] {11}\r\nDate: x\r\n\r\n)\r\n",
     b"* BYE IMAP4rev1 server terminating connection\r\n",
     b"+ Ready for additional command text\r\n",
