@@ -5,9 +5,17 @@ Every setting here is documented with its default in conf/imapproxy.toml.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import math
+import re
+import ssl
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import platformdirs
 
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
@@ -63,3 +71,511 @@ class Config:
     cache_dir: Path = Path(".")
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: TOML file + command-line overrides -> Config
+# --------------------------------------------------------------------------------------------
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TLS_MODES: tuple[TlsMode, ...] = ("none", "starttls", "implicit")
+
+_SCHEMES: dict[str, tuple[UpstreamSecurity, int]] = {
+    "imap": ("plain", 143),
+    "imap+starttls": ("starttls", 143),
+    "imaps": ("implicit", 993),
+}
+
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache directory, e.g. ~/.cache/imapproxy on Linux."""
+    return Path(platformdirs.user_cache_dir("imapproxy"))
+
+
+def _split_host_port(
+    value: str,
+    setting: str,
+    *,
+    default_port: int | None,
+    allow_port_zero: bool,
+    shown: str | None = None,
+) -> tuple[str, int]:
+    """Split "host[:port]" / "[v6]:port"; the host comes back without brackets.
+
+    ``shown`` is what error messages quote (the whole URL rather than its host part)."""
+    quoted = repr(value if shown is None else shown)
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ConfigError(setting, f"{quoted}: missing ']' after the IPv6 address")
+        host, rest = value[1:end], value[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(setting, f"{quoted}: {host!r} is not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise ConfigError(setting, f"{quoted}: unexpected {rest!r} after ']'")
+        port_text: str | None = rest[1:] if rest else None
+    else:
+        if value.count(":") > 1:
+            raise ConfigError(
+                setting, f"{quoted}: write IPv6 addresses in brackets, e.g. [::1]:1143"
+            )
+        host, sep, port_text_ = value.partition(":")
+        port_text = port_text_ if sep else None
+        if not host:
+            raise ConfigError(setting, f"{quoted}: the host is missing")
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise ConfigError(setting, f"{quoted}: {host!r} is not a host name or IP address")
+    if port_text is None:
+        if default_port is None:
+            raise ConfigError(setting, f"{quoted}: the port is missing (expected HOST:PORT)")
+        return host, default_port
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ConfigError(setting, f"{quoted}: the port must be a number")
+    port = int(port_text)
+    low = 0 if allow_port_zero else 1
+    if not low <= port <= 65535:
+        raise ConfigError(setting, f"{quoted}: the port must be between {low} and 65535")
+    return host, port
+
+
+def parse_upstream_url(
+    url: str, setting: str = "upstream.url"
+) -> tuple[str, int, UpstreamSecurity]:
+    """Parse ``imap://``, ``imap+starttls://`` or ``imaps://`` HOST[:PORT] into
+    (host, port, security). IPv6 hosts are written in brackets and returned without."""
+    expected = "expected imap://HOST[:PORT], imap+starttls://HOST[:PORT] or imaps://HOST[:PORT]"
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        raise ConfigError(setting, f"{url!r} is not a URL; {expected}")
+    if scheme.lower() not in _SCHEMES:
+        raise ConfigError(setting, f"{url!r}: unsupported scheme {scheme!r}; {expected}")
+    security, default_port = _SCHEMES[scheme.lower()]
+    rest = rest.removesuffix("/")
+    if "@" in rest:
+        raise ConfigError(
+            setting,
+            f"{url!r}: a user name in the URL is not supported (yet); "
+            "clients log in upstream with their own credentials",
+        )
+    if any(c in rest for c in "/?#"):
+        raise ConfigError(setting, f"{url!r}: a path, query or fragment is not allowed")
+    if not rest:
+        raise ConfigError(setting, f"{url!r}: the host is missing")
+    host, port = _split_host_port(
+        rest, setting, default_port=default_port, allow_port_zero=False, shown=url
+    )
+    return host, port, security
+
+
+def parse_bind(value: str, setting: str) -> tuple[str, int]:
+    """Parse a listen address "HOST:PORT" or "[IPV6]:PORT" into (host, port).
+
+    Port 0 is accepted (the system picks a free port; useful in tests)."""
+    return _split_host_port(value.strip(), setting, default_port=None, allow_port_zero=True)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given on the command line; None / empty means "not given"."""
+
+    listen: list[str] = field(default_factory=list)
+    listen_tls: list[str] = field(default_factory=list)
+    upstream: str | None = None
+    upstream_ca: Path | None = None
+    insecure_upstream: bool = False
+    cache_dir: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_plaintext_auth: bool | None = None
+    log_level: str | None = None
+
+
+_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
+_UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout")
+_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
+_CACHE_KEYS = ("dir",)
+_LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date/time"
+
+
+class _Table:
+    """One TOML table, with typed getters that raise ConfigError naming the full key."""
+
+    def __init__(self, data: dict[str, Any], prefix: str, known: tuple[str, ...], base: Path):
+        self.data = data
+        self.prefix = prefix
+        self.base = base
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(self.name(key), f"unknown setting{extra}")
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def _wrong(self, key: str, want: str) -> ConfigError:
+        return ConfigError(self.name(key), f"must be {want}, not {_toml_type(self.data[key])}")
+
+    def string(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string")
+        return value
+
+    def boolean(self, key: str) -> bool | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false")
+        return value
+
+    def positive_int(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "an integer")
+        if value <= 0:
+            raise ConfigError(self.name(key), f"must be greater than 0, not {value}")
+        return value
+
+    def seconds(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._wrong(key, "a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(self.name(key), f"must be a number of seconds > 0, not {value}")
+        return float(value)
+
+    def path(self, key: str) -> Path | None:
+        """A path; relative paths are relative to the config file's directory."""
+        value = self.string(key)
+        if value is None:
+            return None
+        if not value:
+            raise ConfigError(self.name(key), "must not be empty")
+        return self.base / Path(value).expanduser()
+
+    def subtable(self, key: str, known: tuple[str, ...]) -> _Table | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self._wrong(key, "a table")
+        return _Table(value, self.name(key), known, self.base)
+
+
+@dataclass
+class _ListenerDraft:
+    """A listener before validation, remembering where each value came from."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    origin: str  # "listener[0]" or "--listen 127.0.0.1:1143"
+    bind_setting: str
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    cert_setting: str = ""
+    key_setting: str = ""
+    allow_plaintext_auth: bool = False
+
+    @property
+    def bind(self) -> str:
+        return ListenerConfig(host=self.host, port=self.port).bind
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the config file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"the config file is not UTF-8: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+
+
+def _check_readable(path: Path, setting: str) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except IsADirectoryError:
+        raise ConfigError(setting, f"{path} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_cert_and_key(draft: _ListenerDraft) -> None:
+    assert draft.cert_file is not None and draft.key_file is not None
+    _check_readable(draft.cert_file, draft.cert_setting)
+    _check_readable(draft.key_file, draft.key_setting)
+
+    def no_passphrase() -> str:
+        raise ConfigError(draft.key_setting, f"{draft.key_file} is protected by a passphrase; "
+                          "imapproxy needs an unencrypted key")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(draft.cert_file, draft.key_file, password=no_passphrase)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            draft.cert_setting,
+            f"cannot use certificate {draft.cert_file} with key {draft.key_file}: "
+            f"{exc.reason or exc} (is it a PEM certificate, and does the key match it?)",
+        ) from None
+
+
+def _check_ca_file(path: Path, setting: str) -> None:
+    _check_readable(path, setting)
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            setting, f"{path} holds no usable PEM CA certificate: {exc.reason or exc}"
+        ) from None
+
+
+def _log_level(value: str, setting: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(setting, f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _file_listeners(root: _Table) -> list[_ListenerDraft]:
+    raw = root.data.get("listener")
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        raise ConfigError("listener", "write listeners as [[listener]] (an array of tables)")
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError("listener", "must be an array of tables: [[listener]]")
+    if not raw:
+        raise ConfigError("listener", "at least one listener is needed")
+    drafts = []
+    for index, item in enumerate(raw):
+        table = _Table(item, f"listener[{index}]", _LISTENER_KEYS, root.base)
+        bind = table.string("bind")
+        if bind is None:
+            raise ConfigError(table.name("bind"), 'missing, e.g. bind = "127.0.0.1:1143"')
+        host, port = parse_bind(bind, table.name("bind"))
+        tls = table.string("tls") or "none"
+        if tls not in TLS_MODES:
+            raise ConfigError(
+                table.name("tls"), f"{tls!r} is not one of {', '.join(map(repr, TLS_MODES))}"
+            )
+        cert = table.path("cert_file")
+        key = table.path("key_file")
+        if tls == "none" and (cert or key):
+            raise ConfigError(
+                table.name("tls"),
+                'is "none" but a certificate is set; use "starttls" or "implicit", '
+                "or remove cert_file/key_file",
+            )
+        drafts.append(
+            _ListenerDraft(
+                host=host,
+                port=port,
+                tls=tls,
+                origin=table.prefix,
+                bind_setting=table.name("bind"),
+                cert_file=cert,
+                key_file=key,
+                cert_setting=table.name("cert_file"),
+                key_setting=table.name("key_file") if key else table.name("cert_file"),
+                allow_plaintext_auth=bool(table.boolean("allow_plaintext_auth")),
+            )
+        )
+    return drafts
+
+
+def _merge_listeners(
+    from_file: list[_ListenerDraft], overrides: Overrides
+) -> list[_ListenerDraft]:
+    if overrides.tls_key is not None and overrides.tls_cert is None:
+        raise ConfigError("--tls-key", "needs --tls-cert as well")
+    cert = overrides.tls_cert
+    key = overrides.tls_key if overrides.tls_key is not None else cert
+    key_setting = "--tls-key" if overrides.tls_key is not None else "--tls-cert"
+
+    def from_flag(flag: str, value: str, tls: TlsMode) -> _ListenerDraft:
+        host, port = parse_bind(value, flag)
+        return _ListenerDraft(
+            host=host,
+            port=port,
+            tls=tls,
+            origin=f"{flag} {value}",
+            bind_setting=flag,
+            cert_file=cert if tls != "none" else None,
+            key_file=key if tls != "none" else None,
+            cert_setting="--tls-cert",
+            key_setting=key_setting,
+        )
+
+    plain_tls: TlsMode = "starttls" if cert is not None else "none"
+    listeners: list[_ListenerDraft]
+    if overrides.listen:
+        # --listen replaces the file's plain-port listeners (tls "none" and "starttls");
+        # its implicit-TLS listeners stay.
+        listeners = [d for d in from_file if d.tls == "implicit"]
+        listeners[:0] = [from_flag("--listen", v, plain_tls) for v in overrides.listen]
+    elif from_file:
+        listeners = list(from_file)
+    elif overrides.listen_tls:
+        listeners = []
+    else:
+        default = ListenerConfig()
+        listeners = [from_flag("--listen", default.bind, plain_tls)]
+        listeners[0].origin = f"the default listener {default.bind}"
+    if overrides.listen_tls:
+        if cert is None:
+            raise ConfigError("--listen-tls", "needs --tls-cert (and --tls-key)")
+        listeners += [from_flag("--listen-tls", v, "implicit") for v in overrides.listen_tls]
+    if cert is not None:
+        # The certificate flags also replace the certificate of the file's TLS listeners.
+        for draft in listeners:
+            if draft.tls != "none":
+                draft.cert_file, draft.key_file = cert, key
+                draft.cert_setting, draft.key_setting = "--tls-cert", key_setting
+    if overrides.allow_plaintext_auth is not None:
+        for draft in listeners:
+            draft.allow_plaintext_auth = overrides.allow_plaintext_auth
+    return listeners
+
+
+def _finish_listeners(drafts: list[_ListenerDraft]) -> tuple[ListenerConfig, ...]:
+    seen: dict[tuple[str, int], _ListenerDraft] = {}
+    result = []
+    for draft in drafts:
+        if draft.port != 0:
+            other = seen.setdefault((draft.host.lower(), draft.port), draft)
+            if other is not draft:
+                raise ConfigError(
+                    draft.bind_setting, f"{draft.bind} is already used by {other.origin}"
+                )
+        if draft.tls != "none":
+            if draft.cert_file is None:
+                raise ConfigError(
+                    draft.cert_setting,
+                    f'missing: tls = "{draft.tls}" needs a certificate (cert_file and key_file)',
+                )
+            if draft.key_file is None:  # a PEM file can hold both certificate and key
+                draft.key_file = draft.cert_file
+            _check_cert_and_key(draft)
+        result.append(
+            ListenerConfig(
+                host=draft.host,
+                port=draft.port,
+                tls=draft.tls,
+                cert_file=draft.cert_file,
+                key_file=draft.key_file,
+                allow_plaintext_auth=draft.allow_plaintext_auth,
+            )
+        )
+    return tuple(result)
+
+
+def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
+    defaults = UpstreamConfig()
+    table = root.subtable("upstream", _UPSTREAM_KEYS) or _Table({}, "upstream", (), root.base)
+    url, url_setting = table.string("url") or defaults.url, table.name("url")
+    if overrides.upstream is not None:
+        url, url_setting = overrides.upstream, "--upstream"
+    host, port, security = parse_upstream_url(url, url_setting)
+    ca_file, ca_setting = table.path("ca_file"), table.name("ca_file")
+    if overrides.upstream_ca is not None:
+        ca_file, ca_setting = overrides.upstream_ca, "--upstream-ca"
+    if ca_file is not None:
+        _check_ca_file(ca_file, ca_setting)
+    insecure = overrides.insecure_upstream or bool(table.boolean("insecure_skip_verify"))
+    connect_timeout = table.seconds("connect_timeout")
+    command_timeout = table.seconds("command_timeout")
+    return UpstreamConfig(
+        url=url.strip(),
+        host=host,
+        port=port,
+        security=security,
+        ca_file=ca_file,
+        insecure_skip_verify=insecure,
+        connect_timeout=defaults.connect_timeout if connect_timeout is None else connect_timeout,
+        command_timeout=defaults.command_timeout if command_timeout is None else command_timeout,
+    )
+
+
+def _load_limits(root: _Table) -> LimitsConfig:
+    table = root.subtable("limits", _LIMITS_KEYS)
+    if table is None:
+        return LimitsConfig()
+    defaults = LimitsConfig()
+    max_line = table.positive_int("max_line_length")
+    max_literal = table.positive_int("max_literal_size")
+    preauth = table.seconds("preauth_timeout")
+    idle = table.seconds("idle_timeout")
+    return LimitsConfig(
+        max_line_length=defaults.max_line_length if max_line is None else max_line,
+        max_literal_size=defaults.max_literal_size if max_literal is None else max_literal,
+        preauth_timeout=defaults.preauth_timeout if preauth is None else preauth,
+        idle_timeout=defaults.idle_timeout if idle is None else idle,
+    )
+
+
+def load_config(path: Path | None, overrides: Overrides | None = None) -> Config:
+    """Build the Config from an optional TOML file and command-line overrides.
+
+    Flags win over the file, the file wins over the built-in defaults. Every problem is
+    reported as a ConfigError naming the setting (``listener[0].bind``, ``--upstream``...).
+    """
+    overrides = overrides or Overrides()
+    data: dict[str, Any] = {} if path is None else _read_toml(path)
+    base = Path(".") if path is None else path.parent
+    root = _Table(data, "", _TOP_KEYS, base)
+    if "filters" in data:
+        raise ConfigError("filters", "filters are not supported yet; remove the [filters] table")
+
+    upstream = _load_upstream(root, overrides)
+    listeners = _finish_listeners(_merge_listeners(_file_listeners(root), overrides))
+    limits = _load_limits(root)
+
+    cache = root.subtable("cache", _CACHE_KEYS)
+    cache_dir = overrides.cache_dir or (cache and cache.path("dir")) or default_cache_dir()
+
+    if overrides.log_level is not None:
+        log_level = _log_level(overrides.log_level, "--log-level")
+    else:
+        log_level = _log_level(root.string("log_level") or Config.log_level, "log_level")
+
+    return Config(
+        upstream=upstream,
+        listeners=listeners,
+        cache_dir=cache_dir.expanduser(),
+        limits=limits,
+        log_level=log_level,
+    )

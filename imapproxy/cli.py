@@ -1,0 +1,394 @@
+"""The ``imapproxy`` command: ``serve`` runs the proxy, ``demo`` runs it in front of a
+throwaway Dovecot holding sample mail.
+
+Exit codes: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when the demo cannot start Dovecot,
+2 for configuration errors and listen addresses that cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from imapproxy import __version__
+from imapproxy.config import (
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    ListenerConfig,
+    Overrides,
+    UpstreamConfig,
+    default_cache_dir,
+    load_config,
+    parse_bind,
+)
+
+log = logging.getLogger("imapproxy.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+DEMO_LISTEN = "127.0.0.1:1143"
+
+
+def _log_level_arg(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Never wrap in the middle of a flag such as --tls-cert."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imapproxy",
+        description="A caching and filtering IMAP proxy.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"imapproxy {__version__}",
+        help="print the version and exit",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        formatter_class=_HelpFormatter,
+        help="run the proxy",
+        description=(
+            "Run the proxy until interrupted (Ctrl-C or SIGTERM). Settings come from the "
+            "config file; the flags below override it. Without a file or flags the proxy "
+            "listens on 127.0.0.1:1143 and forwards to imap://127.0.0.1:143."
+        ),
+    )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="TOML config file (see conf/imapproxy.toml for every setting). Default: none, "
+             "built-in defaults plus these flags",
+    )
+    serve.add_argument(
+        "--listen", action="append", default=[], metavar="HOST:PORT",
+        help="accept IMAP clients on this address, e.g. 127.0.0.1:1143 or [::1]:1143; "
+             "repeat for several. Replaces the config file's plain-port listeners (tls = "
+             "none or starttls; its implicit-TLS ones stay). With --tls-cert these "
+             "listeners offer STARTTLS. Default: the file's listeners, else 127.0.0.1:1143",
+    )
+    serve.add_argument(
+        "--listen-tls", action="append", default=[], metavar="HOST:PORT",
+        help="accept IMAP clients over implicit TLS (IMAPS) on this address, e.g. "
+             "0.0.0.0:1993; repeatable; needs --tls-cert/--tls-key. Added to the other "
+             "listeners. Default: none",
+    )
+    serve.add_argument(
+        "--upstream", metavar="URL",
+        help="the IMAP server to forward to: imap://HOST[:PORT] (plain, port 143), "
+             "imap+starttls://HOST[:PORT] (STARTTLS, 143) or imaps://HOST[:PORT] "
+             "(implicit TLS, 993). Default: upstream.url from the file, else "
+             "imap://127.0.0.1:143",
+    )
+    serve.add_argument(
+        "--upstream-ca", type=Path, metavar="FILE",
+        help="PEM file of CA certificates to verify the upstream server's certificate "
+             "with. Default: upstream.ca_file, else the system's trusted CAs",
+    )
+    serve.add_argument(
+        "--insecure-upstream", action="store_true",
+        help="do not verify the upstream server's TLS certificate. For tests only: it "
+             "allows anyone on the network path to read passwords and mail; a WARNING is "
+             "logged. Default: off (verify)",
+    )
+    serve.add_argument(
+        "--cache-dir", type=Path, metavar="DIR",
+        help=f"where to keep the message cache. Default: cache.dir from the file, else "
+             f"{default_cache_dir()}",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="FILE",
+        help="PEM certificate (chain) for the TLS listeners; with it, --listen addresses "
+             "offer STARTTLS, and it replaces cert_file of the file's TLS listeners. "
+             "Default: none (plain listeners only)",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, metavar="FILE",
+        help="PEM private key (unencrypted) for --tls-cert. Default: the key is read from "
+             "the --tls-cert file",
+    )
+    serve.add_argument(
+        "--allow-plaintext-auth", action="store_true", default=None,
+        help="let clients send passwords without TLS on every listener (LOGIN and "
+             "AUTHENTICATE PLAIN before STARTTLS). Clients on loopback are always allowed. "
+             "Default: the file's allow_plaintext_auth per listener, else off",
+    )
+    serve.add_argument(
+        "--log-level", type=_log_level_arg, metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)}. Default: log_level from the file, else INFO",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        formatter_class=_HelpFormatter,
+        help="try the proxy in front of a throwaway Dovecot with sample mail",
+        description=(
+            "Start a private Dovecot (needs Debian's dovecot-imapd) holding sample mail "
+            "for user demo / password demo, and the proxy in front of it, until Ctrl-C."
+        ),
+    )
+    demo.add_argument(
+        "--listen", default=DEMO_LISTEN, metavar="HOST:PORT",
+        help=f"where the proxy accepts IMAP clients. Default: {DEMO_LISTEN}",
+    )
+    demo.add_argument(
+        "--dir", type=Path, metavar="DIR",
+        help="keep Dovecot's mail and the proxy's cache in this directory and keep it "
+             "afterwards. Default: a temporary directory, removed on exit",
+    )
+    demo.add_argument(
+        "--log-level", type=_log_level_arg, default="INFO", metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)}. Default: INFO",
+    )
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 0
+    return code
+
+
+# ---------------------------------------------------------------------------------- serve
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    overrides = Overrides(
+        listen=list(args.listen),
+        listen_tls=list(args.listen_tls),
+        upstream=args.upstream,
+        upstream_ca=args.upstream_ca,
+        insecure_upstream=args.insecure_upstream,
+        cache_dir=args.cache_dir,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allow_plaintext_auth=args.allow_plaintext_auth,
+        log_level=args.log_level,
+    )
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    if config.upstream.insecure_skip_verify:
+        log.warning(
+            "upstream TLS certificate verification is DISABLED (--insecure-upstream / "
+            "upstream.insecure_skip_verify): for tests only, never in production"
+        )
+    return run_server(config)
+
+
+_OUR_HANDLER = "_imapproxy_cli_handler"
+
+
+def setup_logging(level: str) -> None:
+    """Log ``LOG_FORMAT`` lines to stderr at ``level`` (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _OUR_HANDLER, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    setattr(handler, _OUR_HANDLER, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run_server(config: Config) -> int:
+    """Run imapproxy.server.app.serve(config) until it returns or is interrupted."""
+    try:
+        asyncio.run(_serve_until_terminated(config))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(describe_listen_error(exc, config.listeners), file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _serve_until_terminated(config: Config) -> None:
+    from imapproxy.server import app  # lazy: keeps `--help` fast and independent
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(app.serve(config))
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    # A fallback so `docker stop` (SIGTERM to PID 1) stops us cleanly; serve() may install
+    # its own handler, which then takes precedence.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+_SOCKADDR_RE = re.compile(r"\('([^']*)', (\d+)")
+
+
+def describe_listen_error(exc: OSError, listeners: Sequence[ListenerConfig]) -> str:
+    """One line for an OSError from serve(): ``error: listener HOST:PORT: <reason>``."""
+    if exc.filename is not None:  # not a socket problem, e.g. the cache directory
+        return f"error: {exc.filename}: {exc.strerror or exc}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    if isinstance(cause, socket.gaierror) or isinstance(exc, socket.gaierror):
+        reason = str((cause if isinstance(cause, socket.gaierror) else exc).strerror)
+    elif exc.errno is not None and exc.errno > 0:
+        reason = os.strerror(exc.errno)
+    else:
+        reason = str(exc.strerror or exc)
+    listener = _failed_listener(exc, listeners)
+    if listener is None:
+        return f"error: {exc.strerror or exc}"
+    return f"error: listener {listener.bind}: {reason}"
+
+
+def _failed_listener(
+    exc: OSError, listeners: Sequence[ListenerConfig]
+) -> ListenerConfig | None:
+    text = f"{exc} {exc.__cause__ or ''}"
+    named = [lst for lst in listeners if f"listener {lst.bind}" in text]
+    if len(named) == 1:
+        return named[0]
+    addresses = {(host, int(port)) for host, port in _SOCKADDR_RE.findall(text)}
+    matching = [lst for lst in listeners if (lst.host, lst.port) in addresses]
+    if not matching:
+        ports = {port for _, port in addresses}
+        matching = [lst for lst in listeners if lst.port in ports]
+    if len(matching) == 1:
+        return matching[0]
+    if len(listeners) == 1:
+        return listeners[0]
+    for lst in listeners:  # last resort: find out which address cannot be bound now
+        if lst.port != 0 and _bind_error(lst.host, lst.port) is not None:
+            return lst
+    return None
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Try to bind host:port the way asyncio does; the error, or None if it works."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, sockaddr in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+    except OSError as exc:
+        return exc
+    return None
+
+
+# ----------------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_bind(args.listen, "--listen")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    listener = ListenerConfig(host=host, port=port or _free_port(host))
+    problem = _bind_error(listener.host, listener.port)
+    if problem is not None:  # say so before starting Dovecot for nothing
+        print(describe_listen_error(problem, [listener]), file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+
+    from imapproxy.demo_mail import DEMO_PASSWORD, DEMO_USER, sample_messages
+    from imapproxy.devserver import DovecotServer
+
+    temp: tempfile.TemporaryDirectory[str] | None = None
+    if args.dir is not None:
+        base: Path = args.dir.resolve()
+        base.mkdir(parents=True, exist_ok=True)
+    else:
+        temp = tempfile.TemporaryDirectory(prefix="imapproxy-demo-")
+        base = Path(temp.name)
+    dovecot = DovecotServer(base / "dovecot")
+    try:
+        try:
+            dovecot.start()
+            dovecot.add_user(DEMO_USER, DEMO_PASSWORD)
+            marker = base / "sample-mail-loaded"
+            if not marker.exists():  # a reused --dir already holds the sample mail
+                for sample in sample_messages():
+                    dovecot.append(DEMO_USER, DEMO_PASSWORD, sample.mailbox, sample.message,
+                                   flags=sample.flags)
+                marker.touch()
+        except Exception as exc:  # noqa: BLE001 - whatever failed, there is no demo
+            print(f"error: cannot start the demo Dovecot: {exc} "
+                  "(the demo needs Dovecot: apt install dovecot-imapd)", file=sys.stderr)
+            return 1
+        upstream_host = f"[{dovecot.host}]" if ":" in dovecot.host else dovecot.host
+        config = Config(
+            upstream=UpstreamConfig(
+                url=f"imap://{upstream_host}:{dovecot.port}",
+                host=dovecot.host,
+                port=dovecot.port,
+                security="plain",
+            ),
+            listeners=(listener,),
+            cache_dir=base / "cache",
+            log_level=args.log_level,
+        )
+        print(
+            f"imapproxy demo running: IMAP on {listener.bind}, user {DEMO_USER} / password "
+            f"{DEMO_PASSWORD} (upstream Dovecot on {upstream_host}:{dovecot.port}). "
+            "Ctrl-C to stop.",
+            flush=True,
+        )
+        return run_server(config)
+    finally:
+        with contextlib.suppress(Exception):
+            dovecot.stop()
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                temp.cleanup()
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
