@@ -353,11 +353,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if not marker.exists():  # a reused --dir already holds the sample mail
                 for sample in sample_messages():
                     dovecot.append(DEMO_USER, DEMO_PASSWORD, sample.mailbox, sample.message,
-                                   flags=sample.flags)
+                                   flags=sample.flags, date=sample.date)
                 marker.touch()
         except Exception as exc:  # noqa: BLE001 - whatever failed, there is no demo
-            print(f"error: cannot start the demo Dovecot: {exc} "
-                  "(the demo needs Dovecot: apt install dovecot-imapd)", file=sys.stderr)
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"error: cannot set up the demo Dovecot: {first_line} "
+                  f"(its log: {dovecot.log_file})", file=sys.stderr)
             return 1
         upstream_host = f"[{dovecot.host}]" if ":" in dovecot.host else dovecot.host
         config = Config(

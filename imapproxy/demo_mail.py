@@ -34,11 +34,24 @@ def _png(width: int = 16, height: int = 16, rgb: tuple[int, int, int] = (34, 170
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 @dataclass(frozen=True)
 class SampleMessage:
     mailbox: str
     message: bytes  # RFC 5322, CRLF line endings
     flags: str = ""  # IMAP flags separated by spaces, e.g. "\\Seen \\Flagged"
+    date: str | None = None  # IMAP date-time (INTERNALDATE), e.g. "04-Mar-2024 09:30:00 +0100"
+
+
+def imap_date_time(when: datetime) -> str:
+    """An IMAP date-time (RFC 9051 date-time, without the quotes), independent of locale."""
+    offset = when.utcoffset() or timedelta()
+    sign = "-" if offset < timedelta() else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return (f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
+            f"{when:%H:%M:%S} {sign}{minutes // 60:02d}{minutes % 60:02d}")
 
 
 def _message(
@@ -173,7 +186,9 @@ def sample_messages() -> list[SampleMessage]:
     """The demo mailbox: 8 messages in INBOX and 3 in "Archive"."""
 
     def sample(msg: EmailMessage, mailbox: str = "INBOX", flags: str = "") -> SampleMessage:
-        return SampleMessage(mailbox, msg.as_bytes(policy=email.policy.SMTP), flags)
+        # The INTERNALDATE ("arrival") matches the Date header, so sorting by either agrees.
+        date = imap_date_time(email.utils.parsedate_to_datetime(str(msg["Date"])))
+        return SampleMessage(mailbox, msg.as_bytes(policy=email.policy.SMTP), flags, date)
 
     question, answer = _thread()
     inbox = [

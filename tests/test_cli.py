@@ -345,6 +345,7 @@ def test_demo_serves_sample_mail(tmp_path: Path) -> None:
             assert typ == "OK" and data == [b"1 2 3"]
         finally:
             client.logout()
+        time.sleep(0.5)  # let the proxy finish the session before stopping it
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
