@@ -66,6 +66,10 @@ class ProxyApp:
         self.sessions.add(session)
         try:
             await session.run()
+        except asyncio.CancelledError:
+            # Shutdown cancelled the session mid-way (e.g. its upstream LOGOUT): not an error,
+            # and re-raising makes asyncio's stream callback log a traceback.
+            writer.close()
         except Exception:  # a bug in one session must not take the server down
             log.exception("session crashed")
             with contextlib.suppress(Exception):
