@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -55,11 +56,12 @@ SyncState *
 def _run_mbsync(rc: Path) -> subprocess.CompletedProcess[str]:
     assert MBSYNC is not None
     return subprocess.run([MBSYNC, "-c", str(rc), "-a"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def _snapshot(maildir: Path) -> dict[str, Counter[tuple[str, str]]]:
-    """Per folder: the multiset of (content hash, flags) of its messages."""
+    """Per folder: the multiset of (content hash, flags) of its messages. mbsync adds a
+    random ``X-TUID:`` header line to each message it stores: that line is left out."""
     out: dict[str, Counter[tuple[str, str]]] = {}
     for cur_or_new in sorted(maildir.rglob("*")):
         if cur_or_new.name not in ("cur", "new") or not cur_or_new.is_dir():
@@ -68,7 +70,8 @@ def _snapshot(maildir: Path) -> dict[str, Counter[tuple[str, str]]]:
         box = out.setdefault(folder, Counter())
         for msg in cur_or_new.iterdir():
             flags = msg.name.rpartition(":2,")[2] if ":2," in msg.name else ""
-            box[(hashlib.sha256(msg.read_bytes()).hexdigest(), flags)] += 1
+            data = re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", msg.read_bytes(), count=1)
+            box[(hashlib.sha256(data).hexdigest(), flags)] += 1
     return out
 
 
