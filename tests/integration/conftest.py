@@ -52,6 +52,8 @@ class RunningProxy:
         self.addresses: list[tuple[str, int]] = self.app.bound
         self.host, self.port = self.addresses[0]
         self._stopped = False
+        # At stop, how long sessions get to finish (upstream LOGOUT) before being cancelled.
+        self.drain_timeout = 6.0
 
     def call(self, coro: Any, timeout: float = TIMEOUT) -> Any:
         """Run a coroutine on the proxy's loop and wait for its result."""
@@ -77,7 +79,7 @@ class RunningProxy:
         me = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not me]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=6)
+            _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
             for t in pending:
                 t.cancel()
             if pending:
@@ -101,9 +103,10 @@ def make_config(upstream_host: str, upstream_port: int, *,
                 **limit_overrides: Any) -> Config:
     """A Config for tests: one plain listener on 127.0.0.1 port 0 unless ``listeners`` is
     given; ``max_line_length=...`` etc. go into the limits."""
+    upstream_fields: dict[str, Any] = {"connect_timeout": 5.0, "command_timeout": 30.0,
+                                       **(upstream or {})}
     up = UpstreamConfig(url=f"imap://{upstream_host}:{upstream_port}", host=upstream_host,
-                        port=upstream_port, security="plain", connect_timeout=5.0,
-                        command_timeout=30.0, **(upstream or {}))
+                        port=upstream_port, security="plain", **upstream_fields)
     if limits is None:
         limits = LimitsConfig(preauth_timeout=30.0, idle_timeout=60.0)
     if limit_overrides:
