@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ipaddress
 import logging
 import ssl
@@ -79,9 +80,12 @@ def is_loopback(peer: object) -> bool:
     if not isinstance(peer, tuple) or not peer:
         return False
     try:
-        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # an IPv4 client of a dual-stack listener
+    return address.is_loopback
 
 
 class Session:
@@ -410,6 +414,11 @@ class Session:
                     upstream.send_line(b"DONE")
                     done_sent = True
         finally:
+            if idling and not done_sent:
+                # Leaving early (timeout, lost client): end the upstream IDLE too, or the
+                # upstream ignores every later command (LOGOUT included).
+                with contextlib.suppress(ImapError):
+                    upstream.send_line(b"DONE")
             for fut in (next_response, client):
                 if fut is not None and not fut.done():
                     fut.cancel()

@@ -115,20 +115,30 @@ class UpstreamConnection:
                    ) -> UpstreamConnection:
         """Connect and read the greeting; STARTTLS when configured. Raises UpstreamUnavailable."""
         where = f"{config.host}:{config.port}"
-        client: aioimaplib.IMAP4
-        if config.security == "implicit":
-            client = aioimaplib.IMAP4_SSL(host=config.host, port=config.port,
-                                          timeout=config.connect_timeout,
-                                          ssl_context=tls_context(config))
-        else:
-            client = aioimaplib.IMAP4(host=config.host, port=config.port,
-                                      timeout=config.connect_timeout)
-        try:
-            await client.wait_hello_from_server()
-        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
-            _abort(client)
-            reason = str(exc) or type(exc).__name__
-            raise UpstreamUnavailable(f"upstream {where} unreachable: {reason}") from exc
+        lost = asyncio.Event()
+        client = aioimaplib.IMAP4(
+            host=config.host, port=config.port, timeout=config.connect_timeout,
+            conn_lost_cb=lambda exc: lost.set(),
+            ssl_context=tls_context(config) if config.security == "implicit" else None)
+        # aioimaplib waits for the greeting and its own CAPABILITY without noticing a closed
+        # connection, and a stalled CAPABILITY cannot be cancelled from outside: race the
+        # greeting against connection loss and our own timeout, then tear everything down.
+        hello = asyncio.ensure_future(client.wait_hello_from_server())
+        closed = asyncio.ensure_future(lost.wait())
+        await asyncio.wait({hello, closed}, timeout=config.connect_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        closed.cancel()
+        failure: str | None = None
+        if not hello.done():
+            failure = "connection closed" if lost.is_set() else "no greeting in time"
+        elif hello.cancelled() or hello.exception() is not None:
+            exc = None if hello.cancelled() else hello.exception()
+            failure = (str(exc) or type(exc).__name__) if exc is not None else "cancelled"
+        elif lost.is_set():
+            failure = "connection closed"
+        if failure is not None:
+            _abort(client, hello)
+            raise UpstreamUnavailable(f"upstream {where} unreachable: {failure}")
         protocol = client.protocol
         transport = cast(asyncio.Transport, protocol.transport)
         reader = _ResponseReader(max_literal_size)
@@ -324,10 +334,15 @@ class UpstreamConnection:
             transport.close()
 
 
-def _abort(client: aioimaplib.IMAP4) -> None:
-    task = getattr(client, "_client_task", None)
-    if task is not None and not task.done():
-        task.cancel()
+def _abort(client: aioimaplib.IMAP4, hello: asyncio.Future[None]) -> None:
+    """Stop every task aioimaplib started for this client, and close its socket."""
+    tasks = [hello, getattr(client, "_client_task", None),
+             *getattr(client.protocol, "tasks", ())]
+    for task in tasks:
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:  # retrieve the outcome, so asyncio logs no "never retrieved"
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
     transport = getattr(client.protocol, "transport", None)
     if transport is not None:
         transport.close()
