@@ -65,12 +65,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The message cache (imapproxy/cache/, docs/cache.md). Its directory is Config.cache_dir."""
+
+    max_size: int = 1024**3  # bytes on disk; least recently used entries are evicted beyond
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     cache_dir: Path = Path(".")
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ class Overrides:
 _TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout")
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
-_CACHE_KEYS = ("dir",)
+_CACHE_KEYS = ("dir", "max_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
 
 
@@ -547,6 +555,34 @@ def _load_limits(root: _Table) -> LimitsConfig:
     )
 
 
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: object, setting: str) -> int:
+    """A byte count: an integer, or a string such as "512 MiB", "1G", "1.5 GiB" (K, M, G, T
+    are powers of 1024)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(setting, f"must be a size in bytes or a string such as \"1 GiB\", "
+                          f"not {_toml_type(value)}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.fullmatch(value.strip())
+        if match is None:
+            raise ConfigError(setting, f"{value!r} is not a size such as \"1 GiB\" or \"512M\"")
+        size = int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+    if size <= 0:
+        raise ConfigError(setting, f"must be greater than 0, not {value!r}")
+    return size
+
+
+def _load_cache(table: _Table | None) -> CacheConfig:
+    if table is None or table.data.get("max_size") is None:
+        return CacheConfig()
+    return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
+
+
 def load_config(path: Path | None, overrides: Overrides | None = None) -> Config:
     """Build the Config from an optional TOML file and command-line overrides.
 
@@ -578,4 +614,5 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         cache_dir=cache_dir.expanduser(),
         limits=limits,
         log_level=log_level,
+        cache=_load_cache(cache),
     )

@@ -1,0 +1,894 @@
+"""MessageCache -> UserCache -> MailboxCache: message bytes and the per-mailbox index on disk.
+
+Layout under the cache directory (``Config.cache_dir``)::
+
+    users/                       0700
+      <id>/                      0700, one per (upstream, user); id = BLAKE2b(upstream, user)
+        owner.json               0600, {"upstream": ..., "user": ...}: checked on every open
+        index.sqlite3            0600, see index.py
+        messages/                0700, a diskcache.Cache (LRU), its files 0600
+      .trash-<random>/           a user directory being removed by purge
+
+A user cache only ever opens its own directory, and the directory name is derived from the
+(upstream, user) pair, never from raw names, so no lookup of one user can reach another user's
+bytes, whatever the mailbox name and UID. As a second line, every stored value's digest covers
+the user cache's id and the entry's key (entry.py): bytes copied or linked to another place
+never verify there.
+
+Errors of the store (disk full, a corrupt database, a lock timeout) never propagate to the
+caller: a failed read is a miss, a failed write is logged and skipped. The upstream is always
+there to fetch from again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import diskcache  # type: ignore[import-untyped]
+
+from imapproxy.cache._fs import (
+    PrivateDisk,
+    private_dir,
+    private_file,
+    write_private,
+)
+from imapproxy.cache.entry import (
+    TRAILER_SIZE,
+    MessageStream,
+    SealedReader,
+    check_file,
+    open_blob,
+    read_file,
+    seal,
+)
+from imapproxy.cache.index import IndexDB, IndexEntry, MailboxIndex
+from imapproxy.config import CacheConfig, Config, UpstreamConfig
+
+log = logging.getLogger("imapproxy.cache")
+
+T = TypeVar("T")
+
+USERS_DIR = "users"
+OWNER_FILE = "owner.json"
+INDEX_FILE = "index.sqlite3"
+MESSAGES_DIR = "messages"
+DISKCACHE_DB = "cache.db"  # diskcache.core.DBNAME
+
+#: Entries of at least this many stored bytes get a file of their own (diskcache's default);
+#: smaller ones live in the SQLite database.
+MIN_FILE_SIZE = 32 * 1024
+#: Messages larger than max_size / MAX_ENTRY_FRACTION are not cached.
+MAX_ENTRY_FRACTION = 4
+#: Eviction brings the total down to this fraction of max_size, so it runs in batches.
+EVICT_TO = 0.9
+#: User caches kept open after their last user (session) let go of them.
+KEEP_OPEN = 16
+#: SQLite busy timeout (seconds) of the message store; a timeout is a miss / a skipped put.
+DB_TIMEOUT = 10.0
+
+_STORE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout, ValueError, EOFError)
+
+
+def upstream_id(upstream: UpstreamConfig) -> str:
+    """The upstream part of a user cache's identity: ``host:port`` (host lower-cased,
+    IPv6 in brackets). The security mode is not part of it: the same server holds the same
+    mail whether reached over TLS or not."""
+    host = upstream.host.lower()
+    return f"[{host}]:{upstream.port}" if ":" in host else f"{host}:{upstream.port}"
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+
+
+def _as_text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def user_cache_id(upstream: str, user: str | bytes) -> str:
+    """The directory name of the cache of ``user`` on ``upstream`` (32 hex digits)."""
+    h = hashlib.blake2b(digest_size=16, person=b"imapproxy.user1")
+    for part in (upstream.encode("utf-8", "surrogateescape"), _as_bytes(user)):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def mailbox_key(name: str | bytes) -> bytes:
+    """The canonical form of a mailbox name: its bytes, with INBOX in any case as ``INBOX``
+    (RFC 3501 5.1: INBOX is case-insensitive). Wire bytes (modified UTF-7 or UTF-8) and
+    ``str`` give the same key when the ``str`` is the UTF-8 decoding of the bytes."""
+    raw = _as_bytes(name)
+    return b"INBOX" if raw.upper() == b"INBOX" else raw
+
+
+class CacheIsolationError(Exception):
+    """A user cache directory's owner.json names another (upstream, user): refuse to use it."""
+
+
+# ------------------------------------------------------------------------------------ stats
+
+
+@dataclass(frozen=True)
+class UserStats:
+    id: str
+    upstream: str | None  # None when owner.json is missing or unreadable
+    user: str | None
+    entries: int  # cached messages
+    bytes: int  # on disk: message store + index
+    index_entries: int
+    hits: int
+    misses: int
+    corrupt: int
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    directory: Path
+    max_size: int
+    users: tuple[UserStats, ...]
+
+    @property
+    def entries(self) -> int:
+        return sum(u.entries for u in self.users)
+
+    @property
+    def bytes(self) -> int:
+        return sum(u.bytes for u in self.users)
+
+    @property
+    def index_entries(self) -> int:
+        return sum(u.index_entries for u in self.users)
+
+    @property
+    def hits(self) -> int:
+        return sum(u.hits for u in self.users)
+
+    @property
+    def misses(self) -> int:
+        return sum(u.misses for u in self.users)
+
+    @property
+    def corrupt(self) -> int:
+        return sum(u.corrupt for u in self.users)
+
+    @property
+    def hit_ratio(self) -> float | None:
+        lookups = self.hits + self.misses
+        return None if lookups == 0 else self.hits / lookups
+
+
+# ---------------------------------------------------------------------------- user files
+
+
+class _UserFiles:
+    """The open databases of one user directory: the diskcache store and the index."""
+
+    def __init__(self, path: Path, max_size: int) -> None:
+        self.path = path
+        private_dir(path)
+        messages = path / MESSAGES_DIR
+        private_dir(messages)
+        private_file(messages / DISKCACHE_DB)
+        self.store: Any = diskcache.Cache(
+            str(messages),
+            timeout=DB_TIMEOUT,
+            disk=PrivateDisk,
+            eviction_policy="least-recently-used",
+            size_limit=max_size,  # a backstop; MessageCache evicts across users first
+            tag_index=True,  # tag = mailbox: a UIDVALIDITY change evicts by tag
+            disk_min_file_size=MIN_FILE_SIZE,
+            statistics=False,  # our own counters (a corrupt entry is a miss, not a hit)
+        )
+        self.index = IndexDB(path / INDEX_FILE)
+
+    def volume(self) -> int:
+        return int(self.store.volume()) + self.index.size()
+
+    def entries(self) -> int:
+        return len(self.store)
+
+    def lru_candidates(self, limit: int) -> list[tuple[float, int, bytes]]:
+        """The least recently used entries: (access time, estimated bytes, key)."""
+        con = sqlite3.connect(self.path / MESSAGES_DIR / DISKCACHE_DB, timeout=DB_TIMEOUT)
+        try:
+            rows = con.execute(
+                "SELECT access_time, size + COALESCE(length(value), 0) + 100, key"
+                " FROM Cache WHERE raw = 1 ORDER BY access_time LIMIT ?", (limit,)).fetchall()
+        finally:
+            con.close()
+        return [(float(t), int(n), bytes(key)) for t, n, key in rows]
+
+    def wipe(self) -> None:
+        self.store.clear(retry=True)
+        self.index.wipe()
+
+    def close(self) -> None:
+        with contextlib.suppress(*_STORE_ERRORS):
+            self.index.close()
+        with contextlib.suppress(*_STORE_ERRORS):
+            self.store.close()
+
+
+def _read_owner(path: Path) -> tuple[str, str] | None:
+    try:
+        data = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+        upstream, user = data["upstream"], data["user"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(upstream, str) or not isinstance(user, str):
+        return None
+    return upstream, user
+
+
+def _write_owner(path: Path, upstream: str, user: bytes) -> None:
+    data = {"version": 1, "upstream": upstream, "user": _as_text(user)}
+    write_private(path / OWNER_FILE, json.dumps(data, sort_keys=True).encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------- MessageCache
+
+
+class MessageCache:
+    """The message cache of one proxy process (one process per cache directory).
+
+    ``for_user`` gives the cache of one (upstream, user); everything below it is isolated
+    from other users. The ``a*`` methods run the blocking work in the cache's own small
+    thread pool (``io_threads``), never on the event loop. Close it at shutdown (it is a
+    context manager too)."""
+
+    def __init__(self, directory: Path, config: CacheConfig | None = None, *,
+                 io_threads: int = 4) -> None:
+        self.directory = Path(directory)
+        self.config = config or CacheConfig()
+        self.max_size = self.config.max_size
+        self.max_entry_size = max(0, self.max_size // MAX_ENTRY_FRACTION - TRAILER_SIZE)
+        if not self.directory.is_dir():
+            self.directory.mkdir(mode=0o700, parents=True)
+        self.users_dir = self.directory / USERS_DIR
+        private_dir(self.users_dir)
+        self._lock = threading.RLock()
+        self._open: weakref.WeakValueDictionary[str, UserCache] = weakref.WeakValueDictionary()
+        self._recent: collections.OrderedDict[str, UserCache] = collections.OrderedDict()
+        self._volumes: dict[str, int] | None = None  # user id -> bytes; None: not scanned
+        self._evicting = threading.Lock()
+        self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="imapproxy-cache")
+        self._closed = False
+        self._remove_trash()
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> MessageCache:
+        return cls(config.cache_dir, config.cache, **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush counters and close every open database; the async API stops working."""
+        with self._lock:
+            self._closed = True
+            users = list(self._open.values())
+            self._recent.clear()
+        for user in users:
+            user.close()
+        self._executor.shutdown(wait=True)
+
+    # --------------------------------------------------------------------------- users
+
+    def for_user(self, upstream: UpstreamConfig | str, user: str | bytes) -> UserCache:
+        """The cache of ``user`` (the name the upstream authenticated; call this only after
+        the upstream accepted the login) on ``upstream`` (an UpstreamConfig, or a string
+        from :func:`upstream_id`). Opens (creates) the user's directory."""
+        up = upstream_id(upstream) if isinstance(upstream, UpstreamConfig) else upstream
+        user_b = _as_bytes(user)
+        cache_id = user_cache_id(up, user_b)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MessageCache is closed")
+            found = self._open.get(cache_id)
+            if found is None:
+                found = UserCache(self, cache_id, up, user_b)
+                self._open[cache_id] = found
+            self._recent[cache_id] = found
+            self._recent.move_to_end(cache_id)
+            while len(self._recent) > KEEP_OPEN:
+                _, dropped = self._recent.popitem(last=False)
+                dropped.flush()
+        try:
+            found.open_files()  # outside the lock: creates files, may take milliseconds
+        except _STORE_ERRORS:
+            log.warning("cannot open the cache of a user; tried again on use", exc_info=True)
+        return found
+
+    async def afor_user(self, upstream: UpstreamConfig | str, user: str | bytes) -> UserCache:
+        return await self.run(self.for_user, upstream, user)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in the cache's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def _user_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.users_dir.iterdir()
+                          if p.is_dir() and not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    # --------------------------------------------------------------- size and eviction
+
+    def _measure(self, path: Path) -> int:
+        """Bytes of a user directory as volume() counts them, without opening it as a cache."""
+        total = 0
+        for db, extra in ((path / MESSAGES_DIR / DISKCACHE_DB, True), (path / INDEX_FILE, False)):
+            if not db.exists():
+                continue
+            try:
+                con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
+                                      timeout=DB_TIMEOUT)
+                try:
+                    (pages,) = con.execute("PRAGMA page_count").fetchone()
+                    (page_size,) = con.execute("PRAGMA page_size").fetchone()
+                    total += int(pages) * int(page_size)
+                    if extra:
+                        row = con.execute(
+                            "SELECT value FROM Settings WHERE key = 'size'").fetchone()
+                        total += int(row[0]) if row else 0
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                continue
+        return total
+
+    def _scan_volumes(self) -> dict[str, int]:
+        with self._lock:
+            if self._volumes is not None:
+                return self._volumes
+        volumes = {path.name: self._measure(path) for path in self._user_dirs()}
+        with self._lock:
+            if self._volumes is None:
+                self._volumes = volumes
+            return self._volumes
+
+    def total_size(self) -> int:
+        """Bytes on disk, all users (as last measured)."""
+        volumes = self._scan_volumes()
+        with self._lock:
+            return sum(volumes.values())
+
+    def _note_size(self, cache_id: str, volume: int) -> None:
+        volumes = self._scan_volumes()
+        with self._lock:
+            volumes[cache_id] = volume
+            total = sum(volumes.values())
+        if total > self.max_size:
+            self.evict(int(self.max_size * EVICT_TO))
+
+    def evict(self, target: int) -> int:
+        """Evict least recently used entries, across all users, until the total is at most
+        ``target`` bytes. Message entries go by their last access (diskcache's LRU
+        access_time); a mailbox's index rows go together, by the mailbox's last use.
+        Returns the number of message entries evicted. Runs in the calling thread; a call
+        while another eviction runs returns 0 at once."""
+        if not self._evicting.acquire(blocking=False):
+            return 0
+        try:
+            return self._evict(target)
+        finally:
+            self._evicting.release()
+
+    def _evict(self, target: int) -> int:
+        evicted = 0
+        for _ in range(100):  # each round frees what the oldest candidates hold
+            volumes = self._scan_volumes()
+            with self._lock:
+                excess = sum(volumes.values()) - target
+                ids = [cid for cid, size in volumes.items() if size > 0]
+            if excess <= 0:
+                break
+            files: dict[str, _UserFiles] = {}
+            temporary: list[_UserFiles] = []
+            candidates: list[tuple[float, int, str, str, bytes]] = []
+            try:
+                for cid in ids:
+                    user_files = self._files_for(cid, temporary)
+                    if user_files is None:
+                        continue
+                    files[cid] = user_files
+                    for when, size, key in user_files.lru_candidates(256):
+                        candidates.append((when, size, cid, "message", key))
+                    for usage in user_files.index.usage():
+                        candidates.append((usage.last_used, usage.bytes, cid, "index",
+                                           usage.name))
+                if not candidates:
+                    break
+                candidates.sort(key=lambda c: c[0])
+                freed = 0
+                for _when, size, cid, kind, key in candidates:
+                    if freed >= excess:
+                        break
+                    if kind == "message":
+                        with contextlib.suppress(*_STORE_ERRORS):
+                            if files[cid].store.delete(key, retry=True):
+                                evicted += 1
+                                files[cid].index.count("evicted")
+                    else:
+                        with contextlib.suppress(*_STORE_ERRORS):
+                            files[cid].index.drop_rows(key)
+                    freed += size
+                for cid, user_files in files.items():
+                    with contextlib.suppress(*_STORE_ERRORS):
+                        volume = user_files.volume()
+                        with self._lock:
+                            volumes[cid] = volume
+            finally:
+                for user_files in temporary:
+                    user_files.close()
+        if evicted:
+            log.debug("evicted %d cached messages (target %d bytes)", evicted, target)
+        return evicted
+
+    def _files_for(self, cache_id: str, temporary: list[_UserFiles]) -> _UserFiles | None:
+        """The open files of a user cache, or (added to ``temporary``) freshly opened ones."""
+        with self._lock:
+            user = self._open.get(cache_id)
+        if user is not None:
+            opened = user.files_if_open()
+            if opened is not None:
+                return opened
+        path = self.users_dir / cache_id
+        if not path.is_dir():
+            with self._lock:
+                if self._volumes is not None:
+                    self._volumes.pop(cache_id, None)
+            return None
+        try:
+            user_files = _UserFiles(path, self.max_size)
+        except _STORE_ERRORS:
+            log.warning("cannot open the user cache %s for eviction", path, exc_info=True)
+            return None
+        temporary.append(user_files)
+        return user_files
+
+    # ----------------------------------------------------------------- stats and purge
+
+    def stats(self) -> CacheStats:
+        """Entries, bytes and hit/miss counters, per user and in total (counters of open
+        user caches are flushed first)."""
+        with self._lock:
+            open_users = list(self._open.values())
+        for user in open_users:
+            user.flush()
+        users = []
+        for path in self._user_dirs():
+            owner = _read_owner(path)
+            temporary: list[_UserFiles] = []
+            try:
+                files = self._files_for(path.name, temporary)
+                if files is None:
+                    continue
+                counters = files.index.counters()
+                users.append(UserStats(
+                    id=path.name,
+                    upstream=owner[0] if owner else None,
+                    user=owner[1] if owner else None,
+                    entries=files.entries(),
+                    bytes=files.volume(),
+                    index_entries=files.index.row_count(),
+                    hits=counters["hits"],
+                    misses=counters["misses"],
+                    corrupt=counters["corrupt"],
+                ))
+            except _STORE_ERRORS:
+                log.warning("cannot read the user cache %s", path, exc_info=True)
+            finally:
+                for user_files in temporary:
+                    user_files.close()
+        return CacheStats(self.directory, self.max_size, tuple(users))
+
+    def purge(self, user: str | bytes | None = None, upstream: str | None = None) -> int:
+        """Remove user caches: all of them, those of ``user`` (on any upstream, or only on
+        ``upstream``, an :func:`upstream_id` string), or those of every user on ``upstream``.
+        Matching uses owner.json, and with both ``user`` and ``upstream`` also the
+        directory name computed from them. Returns the number of user caches removed.
+
+        Open user caches of this process are emptied and start afresh on next use. Another
+        process (a running proxy, when this is ``imapproxy cache purge``) sees its entries
+        deleted, as the databases are emptied before the directory is removed."""
+        user_text = None if user is None else _as_text(_as_bytes(user))
+        direct = None
+        if user is not None and upstream is not None:
+            direct = user_cache_id(upstream, user)
+        removed = 0
+        for path in self._user_dirs():
+            owner = _read_owner(path)
+            match = path.name == direct or (
+                (user_text is None or (owner is not None and owner[1] == user_text))
+                and (upstream is None or (owner is not None and owner[0] == upstream))
+            )
+            if match:
+                self._purge_dir(path)
+                removed += 1
+        return removed
+
+    def _purge_dir(self, path: Path) -> None:
+        with self._lock:
+            user = self._open.get(path.name)
+            if self._volumes is not None:
+                self._volumes.pop(path.name, None)
+        if user is not None:
+            user.close_files()
+        with contextlib.suppress(*_STORE_ERRORS):
+            files = _UserFiles(path, self.max_size)
+            try:
+                files.wipe()
+            finally:
+                files.close()
+        trash = self.users_dir / f".trash-{secrets.token_hex(8)}"
+        try:
+            os.rename(path, trash)
+        except OSError:
+            trash = path
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _remove_trash(self) -> None:
+        with contextlib.suppress(OSError):
+            for path in self.users_dir.iterdir():
+                if path.name.startswith(".trash-"):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ UserCache
+
+
+class UserCache:
+    """The cache of one (upstream, user). Get it from :meth:`MessageCache.for_user`; keep it
+    for the session (it is closed when no session holds it any more)."""
+
+    def __init__(self, parent: MessageCache, cache_id: str, upstream: str, user: bytes) -> None:
+        self.parent = parent
+        self.id = cache_id
+        self.upstream = upstream
+        self.user = user
+        self.path = parent.users_dir / cache_id
+        self._context = cache_id.encode("ascii")
+        self._lock = threading.Lock()
+        self._holder: list[_UserFiles] = []  # [] or [the open files]
+        weakref.finalize(self, _close_holder, self._holder)
+
+    def __repr__(self) -> str:
+        return f"UserCache({self.upstream!r}, {_as_text(self.user)!r}, id={self.id})"
+
+    def open_files(self) -> _UserFiles:
+        """The open databases; opened (and the directory created) on first use, and again
+        after a purge."""
+        with self._lock:
+            if self._holder:
+                return self._holder[0]
+            private_dir(self.path)
+            owner = _read_owner(self.path)
+            if owner is None:
+                _write_owner(self.path, self.upstream, self.user)
+            elif owner != (self.upstream, _as_text(self.user)):
+                raise CacheIsolationError(
+                    f"{self.path} belongs to {owner!r}, not to "
+                    f"{(self.upstream, _as_text(self.user))!r}")
+            files = _UserFiles(self.path, self.parent.max_size)
+            self._holder.append(files)
+            return files
+
+    def files_if_open(self) -> _UserFiles | None:
+        with self._lock:
+            return self._holder[0] if self._holder else None
+
+    def close_files(self) -> None:
+        with self._lock:
+            files = self._holder.pop() if self._holder else None
+        if files is not None:
+            files.close()
+
+    close = close_files
+
+    def flush(self) -> None:
+        files = self.files_if_open()
+        if files is not None:
+            with contextlib.suppress(*_STORE_ERRORS):
+                files.index.flush()
+
+    def mailbox(self, name: str | bytes, uidvalidity: int) -> MailboxCache:
+        """The cache of one mailbox at one UIDVALIDITY (from SELECT/EXAMINE/STATUS). If the
+        mailbox was last seen with another UIDVALIDITY, its entries are dropped first."""
+        if not 0 < uidvalidity < 2**32:
+            raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
+        key = mailbox_key(name)
+        try:
+            files = self.open_files()
+            old = files.index.select_mailbox(key, uidvalidity)
+            if old is not None:
+                dropped = files.store.evict(key, retry=True)
+                log.info("UIDVALIDITY of a mailbox changed (%d -> %d): dropped %d cached "
+                         "messages", old, uidvalidity, dropped)
+        except _STORE_ERRORS:
+            log.warning("cache: cannot record UIDVALIDITY", exc_info=True)
+        return MailboxCache(self, key, uidvalidity)
+
+    async def amailbox(self, name: str | bytes, uidvalidity: int) -> MailboxCache:
+        return await self.parent.run(self.mailbox, name, uidvalidity)
+
+    def mailboxes(self) -> dict[bytes, int]:
+        """Mailbox key -> the UIDVALIDITY last seen, for every mailbox the cache knows."""
+        try:
+            return self.open_files().index.mailboxes()
+        except _STORE_ERRORS:
+            return {}
+
+    def _count(self, name: str) -> None:
+        files = self.files_if_open()
+        if files is not None:
+            with contextlib.suppress(*_STORE_ERRORS):
+                files.index.count(name)
+
+    def _after_write(self, files: _UserFiles) -> None:
+        try:
+            volume = files.volume()
+        except _STORE_ERRORS:
+            return
+        self.parent._note_size(self.id, volume)
+
+
+def _close_holder(holder: list[_UserFiles]) -> None:
+    while holder:
+        holder.pop().close()
+
+
+# --------------------------------------------------------------------------- MailboxCache
+
+
+class MailboxCache:
+    """Cached messages and index of one mailbox at one UIDVALIDITY, for one user.
+
+    Sync methods block (SQLite, file I/O, hashing); from asyncio use the ``a*`` variants,
+    which run in the cache's thread pool."""
+
+    def __init__(self, user: UserCache, name: bytes, uidvalidity: int) -> None:
+        self.user = user
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self._touched = 0.0
+
+    def __repr__(self) -> str:
+        return f"MailboxCache({self.name!r}, uidvalidity={self.uidvalidity}, user={self.user})"
+
+    def _key(self, uid: int) -> bytes:
+        if not 0 < uid < 2**32:
+            raise ValueError(f"UID out of range: {uid}")
+        return b"%d/%d/%s" % (self.uidvalidity, uid, self.name)
+
+    def _context(self, key: bytes) -> bytes:
+        return self.user.id.encode("ascii") + b"\0" + key
+
+    def _fetch(self, uid: int) -> tuple[_UserFiles, bytes, Any] | None:
+        """The raw stored value (bytes, or an open file), or None (counted as a miss)."""
+        key = self._key(uid)
+        try:
+            files = self.user.open_files()
+            value = files.store.get(key, default=None, read=True)
+        except _STORE_ERRORS:
+            log.warning("cache read failed; treated as a miss", exc_info=True)
+            self.user._count("misses")
+            return None
+        if value is None:
+            self.user._count("misses")
+            return None
+        return files, key, value
+
+    def _corrupt(self, files: _UserFiles, key: bytes) -> None:
+        log.warning("a cached message failed verification (length or digest) and was "
+                    "dropped: mailbox %r, key %r", _as_text(self.name), key)
+        with contextlib.suppress(*_STORE_ERRORS):
+            files.store.delete(key, retry=True)
+        self.user._count("corrupt")
+        self.user._count("misses")
+
+    def get(self, uid: int) -> bytes | None:
+        """The message bytes, verified, or None (not cached, or dropped as corrupt). Reads
+        the whole message into one bytes object; for large ones prefer :meth:`open`."""
+        fetched = self._fetch(uid)
+        if fetched is None:
+            return None
+        files, key, value = fetched
+        try:
+            if isinstance(value, bytes):
+                payload = open_blob(self._context(key), value)
+            else:
+                with value:
+                    payload = read_file(self._context(key), value)
+        except _STORE_ERRORS:
+            payload = None
+        if payload is None:
+            self._corrupt(files, key)
+            return None
+        self.user._count("hits")
+        return payload
+
+    get_bytes = get
+
+    def open(self, uid: int) -> MessageStream | None:
+        """The message as a verified stream (see MessageStream), or None. For large entries
+        the stream reads the value file (nothing held in memory); it has been read once to
+        check its digest before this returns."""
+        fetched = self._fetch(uid)
+        if fetched is None:
+            return None
+        files, key, value = fetched
+        stream: MessageStream | None = None
+        try:
+            if isinstance(value, bytes):
+                payload = open_blob(self._context(key), value)
+                if payload is not None:
+                    stream = MessageStream(io.BytesIO(payload), len(payload))
+            else:
+                length = check_file(self._context(key), value)
+                if length is None:
+                    value.close()
+                else:
+                    stream = MessageStream(value, length)
+        except _STORE_ERRORS:
+            with contextlib.suppress(OSError):
+                if not isinstance(value, bytes):
+                    value.close()
+            stream = None
+        if stream is None:
+            self._corrupt(files, key)
+            return None
+        self.user._count("hits")
+        return stream
+
+    def contains(self, uid: int) -> bool:
+        """Whether bytes are cached for ``uid`` (not verified; no hit/miss counted)."""
+        try:
+            return self._key(uid) in self.user.open_files().store
+        except _STORE_ERRORS:
+            return False
+
+    def put(self, uid: int, data: bytes | bytearray | memoryview) -> bool:
+        """Cache the message bytes of ``uid`` (as the upstream sent them). Returns whether
+        they were stored: messages over max_size / 4 are not, and errors are logged, not
+        raised. Large messages are written to their file in chunks, without a copy."""
+        size = len(memoryview(data).cast("B"))
+        if size > self.user.parent.max_entry_size:
+            return False
+        key = self._key(uid)
+        context = self._context(key)
+        try:
+            files = self.user.open_files()
+            if size + TRAILER_SIZE < MIN_FILE_SIZE:
+                blob = bytes(data) if not isinstance(data, bytes) else data
+                files.store.set(key, seal(context, blob), tag=self.name, retry=True)
+            else:
+                files.store.set(key, SealedReader(context, data), read=True, tag=self.name,
+                                retry=True)
+        except _STORE_ERRORS:
+            log.warning("cache write failed; not cached", exc_info=True)
+            return False
+        self.user._count("stored")
+        self.user._after_write(files)
+        return True
+
+    def forget(self, uids: Iterable[int]) -> None:
+        """Drop the bytes and index entries of ``uids`` (e.g. after EXPUNGE / VANISHED)."""
+        wanted = list(uids)
+        try:
+            files = self.user.open_files()
+            for uid in wanted:
+                files.store.delete(self._key(uid), retry=True)
+            files.index.delete(self.name, self.uidvalidity, wanted)
+        except _STORE_ERRORS:
+            log.warning("cache: forget failed", exc_info=True)
+
+    def retain(self, uids: Iterable[int]) -> list[int]:
+        """Keep only ``uids`` (e.g. the mailbox's UIDs after a full resync): index entries of
+        other UIDs are dropped with their bytes. Returns the dropped UIDs."""
+        keep = set(uids)
+        try:
+            gone = [uid for uid in self.user.open_files().index.uids(self.name, self.uidvalidity)
+                    if uid not in keep]
+        except _STORE_ERRORS:
+            return []
+        if gone:
+            self.forget(gone)
+        return gone
+
+    # ---------------------------------------------------------------------------- index
+
+    def _touch(self, files: _UserFiles) -> None:
+        now = time.monotonic()
+        if now - self._touched > 60:
+            self._touched = now
+            files.index.touch_mailbox(self.name)
+
+    def index(self, uids: Iterable[int] | None = None, *, structure: bool = True) -> MailboxIndex:
+        """The index entries of ``uids`` (all when None) that are known. With
+        ``structure=False`` the structure blobs are not loaded (left None)."""
+        try:
+            files = self.user.open_files()
+            self._touch(files)
+            return MailboxIndex(files.index.entries(self.name, self.uidvalidity, uids,
+                                                    structure))
+        except _STORE_ERRORS:
+            log.warning("cache: index read failed", exc_info=True)
+            return MailboxIndex()
+
+    def uids(self) -> list[int]:
+        """The UIDs the index has entries for, ascending."""
+        try:
+            return self.user.open_files().index.uids(self.name, self.uidvalidity)
+        except _STORE_ERRORS:
+            return []
+
+    def update_index(self, entries: Iterable[IndexEntry]) -> None:
+        """Insert or update index entries; a None field keeps what is stored."""
+        try:
+            files = self.user.open_files()
+            files.index.update(self.name, self.uidvalidity, entries)
+        except _STORE_ERRORS:
+            log.warning("cache: index update failed", exc_info=True)
+            return
+        self.user._after_write(files)
+
+    def set_index(self, uid: int, *, size: int | None = None, internaldate: str | None = None,
+                  structure: bytes | None = None) -> None:
+        self.update_index([IndexEntry(uid, size, internaldate, structure)])
+
+    # ---------------------------------------------------------------------------- async
+
+    async def aget(self, uid: int) -> bytes | None:
+        return await self.user.parent.run(self.get, uid)
+
+    async def aopen(self, uid: int) -> MessageStream | None:
+        return await self.user.parent.run(self.open, uid)
+
+    async def aread(self, stream: MessageStream, n: int = 256 * 1024) -> bytes:
+        """``stream.read(n)`` in the thread pool (for file-backed streams)."""
+        if not stream.is_file:
+            return stream.read(n)
+        return await self.user.parent.run(stream.read, n)
+
+    async def acontains(self, uid: int) -> bool:
+        return await self.user.parent.run(self.contains, uid)
+
+    async def aput(self, uid: int, data: bytes | bytearray | memoryview) -> bool:
+        return await self.user.parent.run(self.put, uid, data)
+
+    async def aforget(self, uids: Iterable[int]) -> None:
+        await self.user.parent.run(self.forget, list(uids))
+
+    async def aindex(self, uids: Iterable[int] | None = None, *,
+                     structure: bool = True) -> MailboxIndex:
+        wanted = None if uids is None else list(uids)
+        return await self.user.parent.run(self.index, wanted, structure=structure)
+
+    async def aupdate_index(self, entries: Iterable[IndexEntry]) -> None:
+        await self.user.parent.run(self.update_index, list(entries))
