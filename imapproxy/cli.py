@@ -1,5 +1,6 @@
 """The ``imapproxy`` command: ``serve`` runs the proxy, ``demo`` runs it in front of a
-throwaway Dovecot holding sample mail.
+throwaway Dovecot holding sample mail, ``cache stats`` / ``cache purge`` look after the
+message cache.
 
 Exit codes: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when the demo cannot start Dovecot,
 2 for configuration errors and listen addresses that cannot be bound.
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(LOG_LEVELS)}. Default: INFO",
     )
     demo.set_defaults(func=_cmd_demo)
+    _add_cache_parser(commands)
     return parser
 
 
@@ -393,3 +395,149 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# ---------------------------------------------------------------------------------- cache
+
+
+def _add_cache_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cache = commands.add_parser(
+        "cache",
+        formatter_class=_HelpFormatter,
+        help="show statistics of the message cache, or empty it",
+        description="Look after the message cache (see docs/cache.md).",
+    )
+    actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    stats = actions.add_parser(
+        "stats", formatter_class=_HelpFormatter,
+        help="entries, bytes and hit ratio of the cache",
+        description="Print the number of cached messages, the bytes they take on disk and "
+                    "the hit ratio (hits and misses are counted since the cache was "
+                    "created; a running proxy writes its counts out every few seconds).",
+    )
+    purge = actions.add_parser(
+        "purge", formatter_class=_HelpFormatter,
+        help="delete cached mail: everything, or one user's",
+        description="Delete the cache of every user, or of --user only. Works while the "
+                    "proxy runs: the entries are deleted from the databases it has open, the "
+                    "directories removed, and the proxy starts those caches afresh.",
+    )
+    for sub in (stats, purge):
+        sub.add_argument(
+            "--config", type=Path, metavar="FILE",
+            help="TOML config file, for cache.dir, cache.max_size and upstream.url. "
+                 "Default: none",
+        )
+        sub.add_argument(
+            "--cache-dir", type=Path, metavar="DIR",
+            help=f"the cache directory. Default: cache.dir from the file, else "
+                 f"{default_cache_dir()}",
+        )
+    stats.add_argument("--users", action="store_true",
+                       help="also print one line per user cache")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.set_defaults(func=_cmd_cache_stats)
+    purge.add_argument(
+        "--user", metavar="USER",
+        help="only this user's cache (the login name), on every upstream it was cached for, "
+             "or on --upstream only. Default: every user",
+    )
+    purge.add_argument(
+        "--upstream", metavar="URL",
+        help="only caches of this upstream server (imap://HOST[:PORT], imaps://...). "
+             "Default: any",
+    )
+    purge.set_defaults(func=_cmd_cache_purge)
+
+
+def _cache_config(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config, Overrides(cache_dir=args.cache_dir))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _size_text(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _cmd_cache_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from imapproxy.cache import CacheStats, MessageCache
+
+    config = _cache_config(args)
+    if config is None:
+        return 2
+    setup_logging("WARNING")
+    if (config.cache_dir / "users").is_dir():
+        with MessageCache(config.cache_dir, config.cache, io_threads=1) as cache:
+            stats = cache.stats()
+    else:  # nothing cached yet: do not create the directory just to say so
+        stats = CacheStats(config.cache_dir, config.cache.max_size, ())
+    ratio = stats.hit_ratio
+    if args.json:
+        data: dict[str, object] = {
+            "directory": str(stats.directory), "max_size": stats.max_size,
+            "user_caches": len(stats.users), "entries": stats.entries, "bytes": stats.bytes,
+            "index_entries": stats.index_entries, "hits": stats.hits,
+            "misses": stats.misses, "hit_ratio": ratio, "corrupt": stats.corrupt,
+        }
+        if args.users:
+            data["users"] = [
+                {"id": u.id, "upstream": u.upstream, "user": u.user, "entries": u.entries,
+                 "bytes": u.bytes, "index_entries": u.index_entries, "hits": u.hits,
+                 "misses": u.misses, "corrupt": u.corrupt}
+                for u in stats.users
+            ]
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"cache directory: {stats.directory}")
+    print(f"user caches:     {len(stats.users)}")
+    print(f"entries:         {stats.entries} messages, {stats.index_entries} index entries")
+    print(f"size:            {_size_text(stats.bytes)} of {_size_text(stats.max_size)} "
+          f"({stats.bytes} bytes)")
+    print(f"hits:            {stats.hits}")
+    print(f"misses:          {stats.misses}")
+    print(f"hit ratio:       {'-' if ratio is None else f'{ratio:.1%}'}")
+    print(f"corrupt:         {stats.corrupt}")
+    if args.users:
+        for u in stats.users:
+            print(f"  {u.id}  {u.user or '?'} @ {u.upstream or '?'}: {u.entries} messages, "
+                  f"{_size_text(u.bytes)}, {u.hits} hits, {u.misses} misses")
+    return 0
+
+
+def _cmd_cache_purge(args: argparse.Namespace) -> int:
+    from imapproxy.cache import MessageCache, upstream_id
+    from imapproxy.config import parse_upstream_url
+
+    config = _cache_config(args)
+    if config is None:
+        return 2
+    upstream: str | None = None
+    if args.upstream is not None:
+        try:
+            host, port, _ = parse_upstream_url(args.upstream, "--upstream")
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        upstream = upstream_id(UpstreamConfig(host=host, port=port))
+    setup_logging("WARNING")
+    if not (config.cache_dir / "users").is_dir():
+        print(f"purged 0 user caches in {config.cache_dir}")
+        return 0
+    with MessageCache(config.cache_dir, config.cache, io_threads=1) as cache:
+        removed = cache.purge(args.user, upstream)
+        if args.user is not None and upstream is None:
+            # A directory whose owner.json is unreadable is still found by its name.
+            removed += cache.purge(args.user, upstream_id(config.upstream))
+    what = "user caches" if removed != 1 else "user cache"
+    print(f"purged {removed} {what} in {config.cache_dir}")
+    return 0

@@ -583,10 +583,13 @@ class UserCache:
 
     def open_files(self) -> _UserFiles:
         """The open databases; opened (and the directory created) on first use, and again
-        after a purge."""
+        after a purge (by this process, or by another: owner.json is gone)."""
         with self._lock:
             if self._holder:
-                return self._holder[0]
+                if (self.path / OWNER_FILE).exists():
+                    return self._holder[0]
+                # Purged by another process (imapproxy cache purge): start afresh.
+                self._holder.pop().close()
             private_dir(self.path)
             owner = _read_owner(self.path)
             if owner is None:
