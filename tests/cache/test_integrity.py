@@ -15,7 +15,7 @@ import pytest
 
 from imapproxy.cache import MessageCache
 
-from .conftest import UPSTREAM, CacheFactory, value_files
+from .conftest import UPSTREAM, value_files
 
 LARGE = os.urandom(300_000)
 SMALL = os.urandom(20_000)
