@@ -738,6 +738,11 @@ class MailboxCache:
 
     get_bytes = get
 
+    def get_many(self, uids: Iterable[int]) -> dict[int, bytes | None]:
+        """:meth:`get` for several UIDs (one thread-pool trip with :meth:`aget_many`). Holds
+        all of them in memory at once: meant for small messages."""
+        return {uid: self.get(uid) for uid in uids}
+
     def open(self, uid: int) -> MessageStream | None:
         """The message as a verified stream (see MessageStream), or None. For large entries
         the stream reads the value file (nothing held in memory); it has been read once to
@@ -869,6 +874,9 @@ class MailboxCache:
 
     async def aget(self, uid: int) -> bytes | None:
         return await self.user.parent.run(self.get, uid)
+
+    async def aget_many(self, uids: Iterable[int]) -> dict[int, bytes | None]:
+        return await self.user.parent.run(self.get_many, list(uids))
 
     async def aopen(self, uid: int) -> MessageStream | None:
         return await self.user.parent.run(self.open, uid)

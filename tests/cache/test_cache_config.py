@@ -55,3 +55,9 @@ def test_unknown_cache_setting_suggests(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "[cache]\nmax_sise = 5\n")
     assert "did you mean 'max_size'" in str(info.value)
+
+
+def test_sample_config_documents_max_size() -> None:
+    sample = Path(__file__).resolve().parents[2] / "conf" / "imapproxy.toml"
+    assert "max_size" in sample.read_text(encoding="utf-8")
+    assert load_config(sample, Overrides()).cache == CacheConfig()

@@ -255,6 +255,7 @@ async def test_async_facade(cache: MessageCache) -> None:
     assert await box.aput(2, LARGE)
     results = await asyncio.gather(*(box.aget(uid) for uid in (1, 2, 3) * 5))
     assert results == [SMALL, LARGE, None] * 5
+    assert await box.aget_many([3, 1, 2]) == {3: None, 1: SMALL, 2: LARGE}
     stream = await box.aopen(2)
     assert stream is not None
     with stream:
