@@ -223,6 +223,12 @@ class RawClient:
         self.greeting = self.read_response() if read_greeting else b""
         self._tags = itertools.count(1)
 
+    def starttls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> None:
+        """Wrap the socket in TLS (after the server's OK to STARTTLS). Bytes already read
+        and not consumed would be plaintext the server sent after its OK: there must be none."""
+        assert not self.buf, f"plaintext after the STARTTLS OK: {bytes(self.buf)!r}"
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
     def new_tag(self) -> str:
         return f"t{next(self._tags)}"
 
