@@ -219,7 +219,7 @@ class _UserFiles:
         return [(float(t), int(n), bytes(key)) for t, n, key in rows]
 
     def wipe(self) -> None:
-        self.store.clear(retry=True)
+        self.store.clear()
         self.index.wipe()
 
     def close(self) -> None:
@@ -431,7 +431,7 @@ class MessageCache:
                         break
                     if kind == "message":
                         with contextlib.suppress(*_STORE_ERRORS):
-                            if files[cid].store.delete(key, retry=True):
+                            if files[cid].store.delete(key):
                                 evicted += 1
                                 files[cid].index.count("evicted")
                     else:
@@ -630,7 +630,7 @@ class UserCache:
             files = self.open_files()
             old = files.index.select_mailbox(key, uidvalidity)
             if old is not None:
-                dropped = files.store.evict(key, retry=True)
+                dropped = files.store.evict(key)
                 log.info("UIDVALIDITY of a mailbox changed (%d -> %d): dropped %d cached "
                          "messages", old, uidvalidity, dropped)
         except _STORE_ERRORS:
@@ -705,13 +705,16 @@ class MailboxCache:
         if value is None:
             self.user._count("misses")
             return None
+        if not isinstance(value, bytes) and not hasattr(value, "readinto"):
+            self._corrupt(files, key)  # not something this cache stores
+            return None
         return files, key, value
 
     def _corrupt(self, files: _UserFiles, key: bytes) -> None:
         log.warning("a cached message failed verification (length or digest) and was "
                     "dropped: mailbox %r, key %r", _as_text(self.name), key)
         with contextlib.suppress(*_STORE_ERRORS):
-            files.store.delete(key, retry=True)
+            files.store.delete(key)
         self.user._count("corrupt")
         self.user._count("misses")
 
@@ -794,10 +797,9 @@ class MailboxCache:
             files = self.user.open_files()
             if size + TRAILER_SIZE < MIN_FILE_SIZE:
                 blob = bytes(data) if not isinstance(data, bytes) else data
-                files.store.set(key, seal(context, blob), tag=self.name, retry=True)
+                files.store.set(key, seal(context, blob), tag=self.name)
             else:
-                files.store.set(key, SealedReader(context, data), read=True, tag=self.name,
-                                retry=True)
+                files.store.set(key, SealedReader(context, data), read=True, tag=self.name)
         except _STORE_ERRORS:
             log.warning("cache write failed; not cached", exc_info=True)
             return False
@@ -811,7 +813,7 @@ class MailboxCache:
         try:
             files = self.user.open_files()
             for uid in wanted:
-                files.store.delete(self._key(uid), retry=True)
+                files.store.delete(self._key(uid))
             files.index.delete(self.name, self.uidvalidity, wanted)
         except _STORE_ERRORS:
             log.warning("cache: forget failed", exc_info=True)

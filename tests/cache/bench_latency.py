@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from imapproxy.cache import MessageCache
+from imapproxy.cache import MailboxCache, MessageCache
 from imapproxy.config import CacheConfig
 
 SIZES = {"20 KB": 20_000, "5 MB": 5 * 1024 * 1024}
@@ -36,47 +36,49 @@ def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
 
 
 def row(label: str, figures: tuple[float, float]) -> None:
-    print(f"| {label:<36} | {figures[0]:8.3f} | {figures[1]:8.3f} |")
+    print(f"| {label:<36} | {figures[0]:9.3f} | {figures[1]:6.3f} |")
+
+
+def bench_size(box: MailboxCache, label: str, size: int) -> None:
+    data = os.urandom(size)
+    rounds = ROUNDS[label]
+    uids = iter(range(1, 10**9))
+    row(f"put {label} (new UID)", timed(lambda: box.put(next(uids), data), rounds))
+    box.put(999_999, data)
+    row(f"get {label} (verified)", timed(lambda: box.get(999_999), rounds))
+
+    def open_read() -> None:
+        stream = box.open(999_999)
+        assert stream is not None
+        with stream:
+            for _ in stream.chunks(1 << 20):
+                pass
+
+    row(f"open + read all {label} (verified)", timed(open_read, rounds))
+    row(f"get {label}, miss", timed(lambda: box.get(888_888), rounds))
+    row(f"SHA-256 of {label} alone", timed(lambda: hashlib.sha256(data).digest(), rounds))
+    row(f"BLAKE2b of {label} alone", timed(lambda: hashlib.blake2b(data).digest(), rounds))
 
 
 def main(directory: Path) -> None:
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, cache in {directory}\n")
     print(f"| {'operation':<36} | median ms | p90 ms |")
-    print(f"| {'-' * 36} | -------: | -----: |")
+    print(f"| {'-' * 36} | --------: | -----: |")
     with MessageCache(directory, CacheConfig(max_size=8 << 30)) as cache:
         box = cache.for_user("imap.example.org:993", "bench").mailbox("INBOX", 1)
         for label, size in SIZES.items():
-            data = os.urandom(size)
-            rounds = ROUNDS[label]
-            uids = iter(range(1, 10**9))
-            row(f"put {label} (new UID)", timed(lambda: box.put(next(uids), data), rounds))
-            box.put(999_999, data)
-            row(f"get {label} (verified)", timed(lambda: box.get(999_999), rounds))
-
-            def open_read() -> None:
-                stream = box.open(999_999)
-                assert stream is not None
-                with stream:
-                    for _ in stream.chunks(1 << 20):
-                        pass
-
-            row(f"open + read all {label} (verified)", timed(open_read, rounds))
-            row(f"get {label}, miss", timed(lambda: box.get(888_888), rounds))
-            row(f"SHA-256 of {label} alone", timed(lambda: hashlib.sha256(data).digest(), rounds))
-            row(f"BLAKE2b of {label} alone",
-                timed(lambda: hashlib.blake2b(data).digest(), rounds))
+            bench_size(box, label, size)
 
         async def async_figures() -> None:
             small = os.urandom(20_000)
             await box.aput(1, small)
-            for label, how in (("aget 20 KB (thread pool)", lambda: box.aget(1)),):
-                times = []
-                for _ in range(400):
-                    start = time.perf_counter()
-                    await how()
-                    times.append((time.perf_counter() - start) * 1000)
-                times.sort()
-                row(label, (statistics.median(times), times[360]))
+            times = []
+            for _ in range(400):
+                start = time.perf_counter()
+                await box.aget(1)
+                times.append((time.perf_counter() - start) * 1000)
+            times.sort()
+            row("aget 20 KB (thread pool)", (statistics.median(times), times[360]))
             for uid in range(2, 101):
                 await box.aput(uid, small)
             times = []
