@@ -5,7 +5,6 @@ every refusal the same session must go on working (a following command succeeds)
 from __future__ import annotations
 
 import imaplib
-import ipaddress
 import socket
 import time
 import tracemalloc
@@ -369,11 +368,9 @@ def test_plaintext_auth_allowed(peer: object, allow: bool, tls: str, expected: b
     assert _session(peer, allow=allow, tls=tls).plaintext_auth_allowed() is expected
 
 
-@pytest.mark.xfail(not ipaddress.ip_address("::ffff:127.0.0.1").is_loopback, strict=True,
-                   reason="bug: is_loopback() treats an IPv4-mapped loopback peer "
-                          "(::ffff:127.0.0.1, a loopback client of a dual-stack [::] listener) "
-                          "as remote, so it is refused plaintext LOGIN")
 def test_plaintext_auth_allowed_for_ipv4_mapped_loopback() -> None:
+    """A loopback client of a dual-stack [::] listener shows up as ::ffff:127.0.0.1
+    (regression: was refused plaintext LOGIN)."""
     assert _session(("::ffff:127.0.0.1", 40000, 0, 0)).plaintext_auth_allowed() is True
 
 
@@ -427,16 +424,14 @@ def test_idle_timeout_during_idle_says_bye(proxy_factory: Callable[..., RunningP
                                            raw_factory: RawFactory, account: Any) -> None:
     client, response, _ = _idle_until_timeout(proxy_factory, raw_factory, account)
     assert response.startswith(b"* BYE "), response
-    assert client.is_closed(timeout=8)  # closes, if late: see the next test
+    assert client.is_closed(timeout=8)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after '* BYE Disconnected for inactivity.' during "
-                   "IDLE the connection stays open 5 s more: Session._finish awaits "
-                   "upstream.logout(), whose LOGOUT waits for the upstream lock still held by "
-                   "the suspended IDLE execute() generator, until logout's 5 s wait_for")
 def test_idle_timeout_during_idle_closes_promptly(proxy_factory: Callable[..., RunningProxy],
                                                   raw_factory: RawFactory,
                                                   account: Any) -> None:
+    """Regression: the connection stayed open 5 s after the BYE (the upstream IDLE was never
+    ended, so the upstream LOGOUT at the session's end timed out)."""
     client, response, bye_at = _idle_until_timeout(proxy_factory, raw_factory, account)
     assert response.startswith(b"* BYE ")
     assert client.is_closed(timeout=8)
