@@ -30,6 +30,7 @@ from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rej
 from ..protocol.response import (
     Continuation,
     DataResponse,
+    Response,
     StatusResponse,
     serialize_response,
 )
@@ -41,6 +42,7 @@ from .capabilities import (
     authenticated_capabilities,
     preauth_capabilities,
 )
+from .mailbox import SelectedMailbox
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class Session:
         self.upstream: UpstreamConnection | None = None
         self.user = ""
         self.client_id: dict[str, str] = {}
+        self.mailbox: SelectedMailbox | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
         self._closing = False
@@ -234,7 +237,7 @@ class Session:
             "CAPABILITY": self.cmd_capability, "NOOP": self.cmd_noop, "LOGOUT": self.cmd_logout,
             "ID": self.cmd_id, "STARTTLS": self.cmd_starttls, "LOGIN": self.cmd_login,
             "AUTHENTICATE": self.cmd_authenticate, "ENABLE": self.cmd_enable,
-            "IDLE": self.cmd_idle,
+            "IDLE": self.cmd_idle, "SELECT": self.cmd_select, "EXAMINE": self.cmd_select,
         }
 
     def capabilities(self) -> list[str]:
@@ -430,11 +433,26 @@ class Session:
             raise BadCommand("Not authenticated")
         return self.upstream
 
-    async def forward(self, command: Command) -> None:
+    async def cmd_select(self, command: Command) -> None:
+        """SELECT / EXAMINE, relayed; the answer tells which mailbox content is keyed by."""
+        if not command.args:
+            raise BadCommand(f"{command.name} needs a mailbox name")
+        box = SelectedMailbox(string_value(command.args[0]),
+                              read_only=command.name == "EXAMINE")
+        self.mailbox = None
+        final = await self.forward(command, observe=box.observe)
+        if final is not None and final.status == "OK":
+            self.mailbox = box
+
+    async def forward(self, command: Command,
+                      observe: Callable[[Response | None], None] | None = None
+                      ) -> StatusResponse | None:
         """Run the command upstream, relaying every response; the tagged one gets our tag."""
         upstream = self._upstream()
         final: StatusResponse | None = None
         async for item in upstream.execute(command):
+            if observe is not None:
+                observe(item.response)
             if isinstance(item.response, StatusResponse) and item.response.tag is not None:
                 final = item.response
                 self.relay(item, command.tag)
@@ -444,12 +462,14 @@ class Session:
                     await self.writer.drain()
         if final is not None:
             self._track_state(command, final)
+        return final
 
     def _track_state(self, command: Command, final: StatusResponse) -> None:
         if command.name in ("SELECT", "EXAMINE"):
             self.state = State.SELECTED if final.status == "OK" else State.AUTHENTICATED
         elif command.name in ("CLOSE", "UNSELECT") and final.status == "OK":
             self.state = State.AUTHENTICATED
+            self.mailbox = None
 
     def relay(self, item: Received, tag: str | None = None) -> None:
         """Pass one upstream response on, byte for byte unless it must change: the tag, and

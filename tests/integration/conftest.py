@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import imaplib
 import itertools
-import os
 import re
 import socket
 import ssl
@@ -24,6 +23,7 @@ import pytest
 
 from imapproxy.config import Config, LimitsConfig, ListenerConfig, UpstreamConfig
 from imapproxy.server.app import ProxyApp
+from tests.conftest import Account, make_account
 
 TIMEOUT = 10.0  # seconds, for every client socket and every wait on the proxy thread
 
@@ -154,28 +154,10 @@ def proxy(proxy_factory: ProxyFactory) -> RunningProxy:
 # --- accounts --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtraAccount:
-    user: str
-    password: str
-    host: str
-    port: int
-
-
-_counter = itertools.count()
-
-
-def new_account(dovecot: Any) -> ExtraAccount:
-    """Another fresh Dovecot user (for tests needing two accounts with the same content)."""
-    user = f"it{os.getpid()}n{next(_counter)}"
-    password = f"pw-{user}"
-    dovecot.add_user(user, password)
-    return ExtraAccount(user, password, dovecot.host, dovecot.port)
-
-
 @pytest.fixture
-def second_account(dovecot: Any) -> ExtraAccount:
-    return new_account(dovecot)
+def second_account(dovecot: Any) -> Account:
+    """Another fresh Dovecot user (for tests needing two accounts with the same content)."""
+    return make_account(dovecot)
 
 
 def imap_login(host: str, port: int, user: str, password: str) -> imaplib.IMAP4:

@@ -21,17 +21,16 @@ from typing import Any
 import pytest
 
 from imapproxy.server.capabilities import OWN, RELAYED, preauth_capabilities
+from tests.conftest import Account, make_account
 
 from .conftest import (
     TIMEOUT,
     TIMING,
-    ExtraAccount,
     RawClient,
     RunningProxy,
     code_of,
     imap_login,
     messages,
-    new_account,
     quote,
     seed_mailbox,
     status_of,
@@ -82,9 +81,9 @@ def seeded(account: Any) -> Any:
 
 
 @pytest.fixture
-def twins(dovecot: Any, account: Any) -> tuple[Any, ExtraAccount]:
+def twins(dovecot: Any, account: Any) -> tuple[Any, Account]:
     """Two accounts with identical content: the first for the proxy, the second direct."""
-    other = new_account(dovecot)
+    other = make_account(dovecot)
     populate(account)
     populate(other)
     return account, other
