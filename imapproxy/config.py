@@ -75,7 +75,7 @@ class CacheConfig:
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
-    cache_dir: Path = Path(".")
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)

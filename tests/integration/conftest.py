@@ -13,10 +13,13 @@ import dataclasses
 import imaplib
 import itertools
 import re
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -25,6 +28,7 @@ from imapproxy.config import Config, LimitsConfig, ListenerConfig, UpstreamConfi
 from imapproxy.server.app import ProxyApp
 from tests.conftest import Account, make_account
 
+CACHE_PREFIX = "imapproxy-test-cache-"  # a fresh cache directory per proxy, removed at stop
 TIMEOUT = 10.0  # seconds, for every client socket and every wait on the proxy thread
 
 
@@ -73,6 +77,8 @@ class RunningProxy:
             self.call(self._drain_tasks(), timeout=15)
         finally:
             self._close_loop()
+            if self.config.cache_dir.name.startswith(CACHE_PREFIX):
+                shutil.rmtree(self.config.cache_dir, ignore_errors=True)
 
     async def _drain_tasks(self) -> None:
         """Let the sessions finish (upstream LOGOUT, closing); cancel what is left."""
@@ -114,7 +120,7 @@ def make_config(upstream_host: str, upstream_port: int, *,
     return Config(
         upstream=up,
         listeners=listeners or (ListenerConfig(host="127.0.0.1", port=0),),
-        cache_dir=Config().cache_dir,
+        cache_dir=Path(tempfile.mkdtemp(prefix=CACHE_PREFIX)),
         limits=limits,
         log_level="DEBUG",
     )
