@@ -92,7 +92,10 @@ class _Parser:
         return root
 
     def _append_child(self, flags: int) -> Part:
-        child = Part(offset=self.pos, flags=flags)
+        # Placed by the parent's sizes, as Dovecot does: when a boundary cut the parent's
+        # header, the child starts at the newline that went to the grandparent.
+        parent = self.part
+        child = Part(offset=parent.offset + parent.header_size + parent.body_size, flags=flags)
         self.part.children.append(child)
         self.stack.append(self.part)
         self.part = child

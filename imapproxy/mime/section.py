@@ -232,13 +232,17 @@ def _section_bytes(raw: bytes, root: Part, spec: SectionSpec) -> bytes:
         return crlf(raw, part.body_offset, part.end)
     include = text == "HEADER.FIELDS"
     return header_filter(raw, part.offset, set(spec.fields), include,
-                         add_missing_eoh=include and not spec.number)
+                         from_cache=include and not spec.number)
 
 
 def header_filter(raw: bytes, start: int, fields: set[bytes], include: bool,
-                  add_missing_eoh: bool) -> bytes:
+                  from_cache: bool = False) -> bytes:
     """istream-header-filter with HIDE_BODY: the header at ``start`` (read up to its empty
-    line, or the end of the data), keeping lines whose name is (not) in ``fields``."""
+    line, or the end of the data), keeping lines whose name is (not) in ``fields``.
+
+    ``from_cache``: Dovecot serves the root message's HEADER.FIELDS from its cache of header
+    lines (once the mailbox has seen such fetches) with one LF appended, so the result always
+    ends with CRLF: an empty line, or the newline of a last header line that had none."""
     end = len(raw)
     out = bytearray()
     pos = start
@@ -264,8 +268,6 @@ def header_filter(raw: bytes, start: int, fields: set[bytes], include: bool,
             next_line = read_line(raw, pos, end)
             assert next_line is not None
             line = next_line
-    if not seen_eoh and add_missing_eoh:
-        if out and not out.endswith(b"\n"):
-            out += b"\r\n"
+    if from_cache and not seen_eoh:
         out += b"\r\n"
     return bytes(out)
