@@ -190,8 +190,8 @@ class _Parser:
                 part.flags |= IS_MIME
                 if not seen_content_type:
                     seen_content_type = True
-                    last_boundary = self._content_type_flags(part, full_value(raw, hdr),
-                                                             last_boundary)
+                    last_boundary = _content_type(part, reader.content,
+                                                  full_value(raw, hdr))
             reader.header(lname, raw, hdr)
 
         # end of headers
@@ -223,29 +223,6 @@ class _Parser:
             if line.newline == 1:
                 part.header_vsize += 1
         self.pos = line.next
-
-    def _content_type_flags(self, part: Part, value: bytes,
-                            last_boundary: bytes | None) -> bytes | None:
-        """message-parser.c's parse_content_type: part flags and the boundary."""
-        parser = Rfc822Parser(value)
-        parser.skip_lwsp()
-        ctype = bytearray()
-        ret = parser.parse_content_type(ctype)
-        lower = bytes(ctype).lower()
-        if lower == b"message/rfc822":
-            part.flags |= RFC822
-        elif lower.startswith(b"text") and (len(lower) == 4 or lower[4] == 0x2F):
-            part.flags |= TEXT
-        elif lower.startswith(b"multipart/"):
-            part.flags |= MULTIPART
-            if lower[10:] == b"digest":
-                part.flags |= DIGEST
-        if ret < 0 or not part.flags & MULTIPART or last_boundary is not None:
-            return last_boundary
-        for key, val in rfc2231_parse(parser):
-            if key.lower() == b"boundary":
-                return val[:BOUNDARY_STRING_MAX_LEN]
-        return None
 
     def _message_child(self) -> _Step:
         return self._headers(self._append_child(0))
@@ -362,11 +339,9 @@ class _PartHeaders:
 
     def _content(self, name: bytes, raw: bytes, hdr: Field) -> None:
         """parse_content_header: the first header of each kind counts (Content-Disposition:
-        the first one with parameters)."""
+        the first one with parameters). Content-Type is done by _content_type."""
         c = self.content
-        if name == b"type" and c.type is None:
-            _parse_content_type(c, full_value(raw, hdr))
-        elif name == b"transfer-encoding" and c.transfer_encoding is None:
+        if name == b"transfer-encoding" and c.transfer_encoding is None:
             parser = Rfc822Parser(full_value(raw, hdr))
             parser.skip_lwsp()
             token = bytearray()
@@ -397,7 +372,9 @@ class _PartHeaders:
             part.envelope = self.envelope
 
 
-def _parse_content_type(c: Content, value: bytes) -> None:
+def _content_type(part: Part, c: Content, value: bytes) -> bytes | None:
+    """The first Content-Type of a part: its data (message-part-data.c) and the part flags
+    and boundary (message-parser.c), from one parse."""
     parser = Rfc822Parser(value)
     parser.skip_lwsp()
     out = bytearray()
@@ -409,6 +386,21 @@ def _parse_content_type(c: Content, value: bytes) -> None:
         c.type, c.subtype = bytes(out[:slash]), bytes(out[slash + 1:])
     if ret >= 0:
         c.params = tuple(rfc2231_parse(parser))
+    lower = bytes(out).lower()
+    if lower == b"message/rfc822":
+        part.flags |= RFC822
+    elif lower.startswith(b"text") and (len(lower) == 4 or lower[4] == 0x2F):
+        part.flags |= TEXT
+    elif lower.startswith(b"multipart/"):
+        part.flags |= MULTIPART
+        if lower[10:] == b"digest":
+            part.flags |= DIGEST
+    if ret < 0 or not part.flags & MULTIPART:
+        return None
+    for key, val in c.params:
+        if key.lower() == b"boundary":
+            return val[:BOUNDARY_STRING_MAX_LEN]
+    return None
 
 
 def _parse_language(value: bytes) -> tuple[bytes, ...] | None:

@@ -9,6 +9,8 @@ byte, as the C code's one-past-the-end reads would only ever compare it to punct
 
 from __future__ import annotations
 
+import re
+
 # Dovecot's rfc822_atext_chars: 0 = special/control, 1 = atext, 2 = alnum or 8-bit,
 # 4 = atext that is a MIME tspecial ("/", "=", "?").
 _ATEXT = bytearray(256)
@@ -25,7 +27,18 @@ IS_TOKEN = bytes(1 if v & 3 or c == 0x2E else 0 for c, v in enumerate(ATEXT))  #
 IS_ATEXT_OR_DOT = bytes(1 if v or c == 0x2E else 0 for c, v in enumerate(ATEXT))
 
 NUL_REPLACEMENT = "\ufffd".encode()
-_LWSP = frozenset(b" \t\r\n")
+
+
+def _run(table: bytes) -> re.Pattern[bytes]:
+    """A regex matching a (possibly empty) run of the bytes ``table`` marks."""
+    return re.compile(b"[" + b"".join(re.escape(bytes([c])) for c in range(256) if table[c])
+                      + b"]*")
+
+
+_ATEXT_RUN = _run(IS_ATEXT)
+_TOKEN_RUN = _run(IS_TOKEN)
+_ATEXT_OR_DOT_RUN = _run(IS_ATEXT_OR_DOT)
+_LWSP_RUN = re.compile(rb"[ \t\r\n]*")
 
 
 class Rfc822Parser:
@@ -88,41 +101,41 @@ class Rfc822Parser:
 
     def skip_lwsp(self) -> int:
         data, end = self.data, self.end
-        while self.pos < end:
-            c = data[self.pos]
-            if c in _LWSP:
-                self.pos += 1
-                continue
-            if c != 0x28:
+        while True:
+            match = _LWSP_RUN.match(data, self.pos)
+            assert match is not None
+            self.pos = match.end()
+            if self.pos >= end or data[self.pos] != 0x28:
                 break
             if self.skip_comment() < 0:
                 return -1
         return 1 if self.pos < end else 0
 
     def parse_atom(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        if self.pos >= end or not IS_ATEXT[data[self.pos]]:
+        if self.pos >= self.end or not IS_ATEXT[self.data[self.pos]]:
             return -1
+        return self._run(_ATEXT_RUN, out)
+
+    def _run(self, pattern: re.Pattern[bytes], out: bytearray) -> int:
+        """Append the run of ``pattern`` bytes; 0 if it reaches the end, else skip_lwsp()."""
         start = self.pos
-        self.pos += 1
-        while self.pos < end:
-            if not IS_ATEXT[data[self.pos]]:
-                out += data[start:self.pos]
-                return self.skip_lwsp()
-            self.pos += 1
-        out += data[start:self.pos]
-        return 0
+        match = pattern.match(self.data, start)
+        assert match is not None
+        self.pos = match.end()
+        out += self.data[start:self.pos]
+        return self.skip_lwsp() if self.pos < self.end else 0
 
     def parse_dot_atom(self, out: bytearray) -> int:
         data, end = self.data, self.end
         if self.pos >= end or not IS_ATEXT[data[self.pos]]:
             return -1
         start = self.pos
-        self.pos += 1
-        while self.pos < end:
-            if IS_ATEXT[data[self.pos]]:
-                self.pos += 1
-                continue
+        while True:
+            match = _ATEXT_RUN.match(data, self.pos)
+            assert match is not None
+            self.pos = match.end()
+            if self.pos >= end:
+                break
             if start == self.pos:
                 return -1
             out += data[start:self.pos]
@@ -140,15 +153,7 @@ class Rfc822Parser:
         return 0
 
     def parse_mime_token(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        start = self.pos
-        while self.pos < end:
-            if not IS_TOKEN[data[self.pos]]:
-                out += data[start:self.pos]
-                return self.skip_lwsp()
-            self.pos += 1
-        out += data[start:self.pos]
-        return 0
+        return self._run(_TOKEN_RUN, out)
 
     def parse_quoted_string(self, out: bytearray) -> int:
         data, end = self.data, self.end
@@ -181,15 +186,7 @@ class Rfc822Parser:
         return -1
 
     def _parse_atom_or_dot(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        start = self.pos
-        while self.pos < end:
-            if not IS_ATEXT_OR_DOT[data[self.pos]]:
-                out += data[start:self.pos]
-                return self.skip_lwsp()
-            self.pos += 1
-        out += data[start:self.pos]
-        return 0
+        return self._run(_ATEXT_OR_DOT_RUN, out)
 
     def parse_phrase(self, out: bytearray) -> int:
         if self.pos >= self.end:
