@@ -9,6 +9,7 @@ import logging
 import signal
 import ssl
 
+from ..cache import MessageCache
 from ..config import Config, ListenerConfig
 from .session import Session
 
@@ -30,6 +31,7 @@ class ProxyApp:
         self.config = config
         self.servers: list[asyncio.Server] = []
         self.sessions: set[Session] = set()
+        self.cache: MessageCache | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -44,6 +46,11 @@ class ProxyApp:
 
     async def start(self) -> None:
         """Bind every listener; raises OSError naming the listener that failed."""
+        try:
+            self.cache = MessageCache.from_config(self.config)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cache.dir {self.config.cache_dir}: "
+                                     f"{exc.strerror or exc}") from exc
         for listener in self.config.listeners:
             tls = server_tls_context(listener)
             try:
@@ -62,7 +69,7 @@ class ProxyApp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls)
+        session = Session(reader, writer, self.config, listener, tls, self.cache)
         self.sessions.add(session)
         try:
             await session.run()
@@ -86,6 +93,9 @@ class ProxyApp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
         self.servers.clear()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
 
 
 async def serve(config: Config) -> None:

@@ -22,10 +22,12 @@ from enum import Enum
 from typing import Any
 
 from .. import __version__
+from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
 from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
+from ..protocol.fetch import parse_fetch_items
 from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rejected
 from ..protocol.response import (
     Continuation,
@@ -42,6 +44,7 @@ from .capabilities import (
     authenticated_capabilities,
     preauth_capabilities,
 )
+from .fetch import ContentFetch
 from .mailbox import SelectedMailbox
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,8 @@ def is_loopback(peer: object) -> bool:
 
 class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
+                 config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
+                 cache: MessageCache | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -105,6 +109,9 @@ class Session:
         self.user = ""
         self.client_id: dict[str, str] = {}
         self.mailbox: SelectedMailbox | None = None
+        self.cache = cache
+        self.user_cache: UserCache | None = None
+        self.mailbox_cache: MailboxCache | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
         self._closing = False
@@ -238,6 +245,7 @@ class Session:
             "ID": self.cmd_id, "STARTTLS": self.cmd_starttls, "LOGIN": self.cmd_login,
             "AUTHENTICATE": self.cmd_authenticate, "ENABLE": self.cmd_enable,
             "IDLE": self.cmd_idle, "SELECT": self.cmd_select, "EXAMINE": self.cmd_select,
+            "FETCH": self.cmd_fetch,
         }
 
     def capabilities(self) -> list[str]:
@@ -357,6 +365,12 @@ class Session:
         self.upstream = upstream
         self.user = shown
         self.state = State.AUTHENTICATED
+        if self.cache is not None:
+            try:
+                self.user_cache = await self.cache.afor_user(self.config.upstream,
+                                                             authzid or user)
+            except CacheIsolationError:
+                log.exception("cache refused for user=%s; serving uncached", shown)
         log.info("login ok user=%s peer=%s", shown, _peer_text(self.peer))
         self.write(status_line(tag, "OK", "Logged in",
                                "CAPABILITY " + " ".join(self.capabilities())))
@@ -439,10 +453,27 @@ class Session:
             raise BadCommand(f"{command.name} needs a mailbox name")
         box = SelectedMailbox(string_value(command.args[0]),
                               read_only=command.name == "EXAMINE")
-        self.mailbox = None
+        self.mailbox = self.mailbox_cache = None
         final = await self.forward(command, observe=box.observe)
         if final is not None and final.status == "OK":
             self.mailbox = box
+            if self.user_cache is not None and box.uidvalidity is not None:
+                self.mailbox_cache = await self.user_cache.amailbox(box.name, box.uidvalidity)
+
+    async def cmd_fetch(self, command: Command) -> None:
+        """Content items are computed by the proxy (server/fetch.py); state-only FETCHes
+        are relayed as they are."""
+        try:
+            request = parse_fetch_items(command.args)
+        except ProtocolError as exc:
+            raise BadCommand(f"Error in FETCH: {exc}") from None
+        if not request.has_content or self.mailbox is None:
+            await self.forward(command)
+            return
+        engine = ContentFetch(self._upstream(), self.mailbox_cache, self.mailbox, self.relay,
+                              self.write, self.writer.drain)
+        final = await engine.run(command, request)
+        self.write(serialize_response(replace(final, tag=command.tag)))
 
     async def forward(self, command: Command,
                       observe: Callable[[Response | None], None] | None = None
@@ -469,7 +500,7 @@ class Session:
             self.state = State.SELECTED if final.status == "OK" else State.AUTHENTICATED
         elif command.name in ("CLOSE", "UNSELECT") and final.status == "OK":
             self.state = State.AUTHENTICATED
-            self.mailbox = None
+            self.mailbox = self.mailbox_cache = None
 
     def relay(self, item: Received, tag: str | None = None) -> None:
         """Pass one upstream response on, byte for byte unless it must change: the tag, and

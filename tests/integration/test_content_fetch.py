@@ -1,0 +1,112 @@
+"""FETCH of content items through the proxy: computed from cached bytes, equal to Dovecot's
+direct answer item by item, bodies fetched once, \\Seen set upstream, isolated per user."""
+
+from __future__ import annotations
+
+import imaplib
+from typing import Any
+
+import pytest
+
+from imapproxy.protocol.response import DataResponse, parse_response
+from imapproxy.protocol.tokens import Atom, ParenList, serialize_tokens
+from tests.conftest import make_account
+
+from .conftest import RawClient, RunningProxy, messages, seed_mailbox
+
+ITEMS = ("UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[] "
+         "BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[1.MIME] "
+         "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)] BODY.PEEK[]<10.200>")
+COUNT = 40 + len(messages(0))  # generated messages, then the real-world corpus
+
+
+def fetch_map(client: RawClient, command: str) -> dict[int, dict[bytes, bytes]]:
+    """seq -> {item name: value bytes} for every FETCH response to ``command``."""
+    untagged = client.ok(command)
+    out: dict[int, dict[bytes, bytes]] = {}
+    for raw in untagged:
+        response = parse_response(raw)
+        if not isinstance(response, DataResponse) or response.name != "FETCH":
+            continue
+        assert response.number is not None
+        (items,) = response.args
+        assert isinstance(items, ParenList)
+        pairs = out.setdefault(response.number, {})
+        for name, value in zip(items.items[::2], items.items[1::2], strict=True):
+            assert isinstance(name, Atom)
+            pairs[name.value.encode()] = serialize_tokens((value,))
+    return out
+
+
+@pytest.fixture
+def seeded(account: Any) -> Any:
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    seed_mailbox(imap, "INBOX", messages(40))
+    imap.logout()
+    return account
+
+
+def test_every_item_equals_dovecot(seeded: Any, proxy: RunningProxy,
+                                   raw_factory: Any) -> None:
+    direct = raw_factory(seeded.host, seeded.port)
+    through = raw_factory(proxy.host, proxy.port)
+    for client in (direct, through):
+        client.login(seeded.user, seeded.password)
+        client.ok("EXAMINE INBOX")
+    want = fetch_map(direct, f"FETCH 1:* ({ITEMS})")
+    cold = fetch_map(through, f"FETCH 1:* ({ITEMS})")
+    warm = fetch_map(through, f"UID FETCH 1:* ({ITEMS})")
+    assert len(want) == COUNT
+    assert cold == want
+    assert warm == want
+
+
+def test_bodies_cross_the_upstream_once(seeded: Any, proxy: RunningProxy,
+                                        raw_factory: Any) -> None:
+    through = raw_factory(proxy.host, proxy.port)
+    through.login(seeded.user, seeded.password)
+    through.ok("EXAMINE INBOX")
+    fetch_map(through, "FETCH 1:* (BODY.PEEK[])")
+    cache = proxy.app.cache
+    assert cache is not None
+    before = cache.stats()
+    assert before.entries >= COUNT
+    again = fetch_map(through, "FETCH 1:* (RFC822.SIZE BODYSTRUCTURE BODY.PEEK[TEXT])")
+    after = cache.stats()
+    assert len(again) == COUNT
+    assert after.hits - before.hits == COUNT
+    assert after.misses == before.misses
+
+
+def test_non_peek_body_sets_seen_upstream(seeded: Any, proxy: RunningProxy,
+                                          raw_factory: Any) -> None:
+    through = raw_factory(proxy.host, proxy.port)
+    through.login(seeded.user, seeded.password)
+    through.ok("SELECT INBOX")
+    through.ok("STORE 1 -FLAGS.SILENT (\\Seen)")
+    got = fetch_map(through, "FETCH 1 (BODY[TEXT])")
+    assert b"\\Seen" in got[1][b"FLAGS"]  # the answer reports the flag it set
+    direct = raw_factory(seeded.host, seeded.port)
+    direct.login(seeded.user, seeded.password)
+    direct.ok("EXAMINE INBOX")
+    assert b"\\Seen" in fetch_map(direct, "FETCH 1 (FLAGS)")[1][b"FLAGS"]
+
+
+def test_users_never_see_each_others_cached_bytes(dovecot: Any, proxy: RunningProxy,
+                                                  raw_factory: Any) -> None:
+    alice, bob = make_account(dovecot), make_account(dovecot)
+    for account, word in ((alice, b"alice"), (bob, b"bob")):
+        imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+        imap.login(account.user, account.password)
+        imap.append("INBOX", None, None, b"Subject: " + word + b"\r\n\r\nbody of " + word +
+                    b"\r\n")
+        imap.logout()
+    for _ in range(2):  # cold, then from the cache
+        for account, word in ((alice, b"alice"), (bob, b"bob"), (alice, b"alice")):
+            client = raw_factory(proxy.host, proxy.port)
+            client.login(account.user, account.password)
+            client.ok("EXAMINE INBOX")
+            body = fetch_map(client, "UID FETCH 1 (BODY.PEEK[])")[1][b"BODY[]"]
+            assert b"body of " + word in body
+            assert (b"bob" in body) == (word == b"bob")
