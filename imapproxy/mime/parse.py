@@ -18,8 +18,8 @@ The rules that decide byte equality with Dovecot:
 - At most 100 nested and 10000 total parts; beyond that parts are flattened (OVERFLOW).
 
 The whole message is in memory, so the streaming parser's buffer-size effects are not
-modelled: a boundary or header line longer than Dovecot's read buffer (several KB) could be
-cut differently there.
+modelled: a boundary or header line longer than Dovecot's read buffer could in principle be
+cut differently there (header lines of 200 KB are not).
 """
 
 from __future__ import annotations
