@@ -40,6 +40,9 @@ class UpstreamConfig:
     insecure_skip_verify: bool = False  # tests only; logs a warning
     connect_timeout: float = 30.0
     command_timeout: float = 300.0  # like imapc_cmd_timeout
+    prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
+    rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
+    max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,8 @@ class Overrides:
 
 
 _TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
-_UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout")
+_UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
+                  "prefetch_count", "rate_limit", "max_concurrent_commands")
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
 _CACHE_KEYS = ("dir", "max_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
@@ -268,6 +272,17 @@ class _Table:
             raise self._wrong(key, "an integer")
         if value <= 0:
             raise ConfigError(self.name(key), f"must be greater than 0, not {value}")
+        return value
+
+    def non_negative(self, key: str, kind: type[int | float]) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind is int and not isinstance(value, int)):
+            raise self._wrong(key, "an integer" if kind is int else "a number")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(self.name(key), f"must be 0 or more, not {value}")
         return value
 
     def seconds(self, key: str) -> float | None:
@@ -526,6 +541,9 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
     insecure = overrides.insecure_upstream or bool(table.boolean("insecure_skip_verify"))
     connect_timeout = table.seconds("connect_timeout")
     command_timeout = table.seconds("command_timeout")
+    prefetch = table.non_negative("prefetch_count", int)
+    rate = table.non_negative("rate_limit", float)
+    concurrent = table.non_negative("max_concurrent_commands", int)
     return UpstreamConfig(
         url=url.strip(),
         host=host,
@@ -535,6 +553,10 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         insecure_skip_verify=insecure,
         connect_timeout=defaults.connect_timeout if connect_timeout is None else connect_timeout,
         command_timeout=defaults.command_timeout if command_timeout is None else command_timeout,
+        prefetch_count=defaults.prefetch_count if prefetch is None else int(prefetch),
+        rate_limit=defaults.rate_limit if rate is None else float(rate),
+        max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
+                                 else int(concurrent)),
     )
 
 

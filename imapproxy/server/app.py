@@ -11,6 +11,7 @@ import ssl
 
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
+from ..upstream.limits import UpstreamLimiter
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class ProxyApp:
         self.servers: list[asyncio.Server] = []
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
+        self.limiter = UpstreamLimiter.from_config(config.upstream)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -69,7 +71,7 @@ class ProxyApp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache)
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
         self.sessions.add(session)
         try:
             await session.run()

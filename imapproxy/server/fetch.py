@@ -17,8 +17,8 @@ from ..cache import IndexEntry, MailboxCache
 from ..mime.render import load_structure, render_item, structure_blob
 from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
-from ..protocol.response import DataResponse, StatusResponse
-from ..protocol.tokens import Atom, ParenList, Token, serialize_tokens
+from ..protocol.response import DataResponse, StatusResponse, serialize_response
+from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
 from .mailbox import SelectedMailbox
 
@@ -43,19 +43,24 @@ class Row:
 Relay = Callable[[Received], None]
 Write = Callable[[bytes], None]
 Drain = Callable[[], Awaitable[None]]
+# Mailbox state a server may attach to any FETCH response unasked (RFC 3501 7.4.2): passed on.
+UNSOLICITED_STATE = ("FLAGS", "MODSEQ")
 
 
 class ContentFetch:
-    """One FETCH / UID FETCH that asks for content items."""
+    """One FETCH / UID FETCH that asks for content items, and the prefetch that may follow."""
 
     def __init__(self, upstream: UpstreamConnection, cache: MailboxCache | None,
-                 mailbox: SelectedMailbox, relay: Relay, write: Write, drain: Drain) -> None:
+                 mailbox: SelectedMailbox, relay: Relay, write: Write, drain: Drain,
+                 prefetch_count: int = 0) -> None:
         self.upstream = upstream
         self.cache = cache
         self.mailbox = mailbox
         self.relay = relay
         self.write = write
         self.drain = drain
+        self.prefetch_count = prefetch_count
+        self.missed = False  # some body was not cached: the client reads cold, prefetch
 
     async def run(self, command: Command, request: FetchRequest) -> StatusResponse:
         sets_seen = not self.mailbox.read_only and any(i.sets_seen for i in request.items)
@@ -69,30 +74,56 @@ class ContentFetch:
                                    ParenList(tuple(Atom(n) for n in state_names)))
         if request.modifiers:
             args += (ParenList(request.modifiers),)
-        rows: list[Row] = []
-        final: StatusResponse | None = None
-        async for received in self.upstream.execute(Command("", "FETCH", args, command.uid)):
-            response = received.response
-            row = _row_of(response)
-            if row is not None:
-                rows.append(row)
-            elif isinstance(response, StatusResponse) and response.tag is not None:
-                final = response
-            else:
-                self.relay(received)
-        assert final is not None
+        rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
+                                             frozenset(state_names))
         if final.status != "OK":
             return final
         for window in _windows(rows):
             await self._answer(window, request, sets_seen, command.uid)
+        self.next_prefetch = self._prefetch_range(rows)
         return final
+
+    async def _state_rows(self, command: Command, asked: frozenset[str]
+                          ) -> tuple[list[Row], StatusResponse]:
+        rows: list[Row] = []
+        answers, final = await self._internal(command, asked)
+        for seq, items in answers:
+            uid = _int(items.pop("UID"))
+            if uid is not None:
+                size = _int(items.pop("RFC822.SIZE", None)) or 0
+                rows.append(Row(seq, uid, items, size))
+        return rows, final
+
+    async def _internal(self, command: Command, asked: frozenset[str]
+                        ) -> tuple[list[tuple[int, dict[str, Token]]], StatusResponse]:
+        """Run one of the proxy's own commands. Returns its FETCH answers (those with a UID)
+        and its tagged status; everything else, and FLAGS/MODSEQ it did not ask for, is
+        passed on to the client as the unsolicited news it is."""
+        answers: list[tuple[int, dict[str, Token]]] = []
+        final: StatusResponse | None = None
+        async for received in self.upstream.execute(command):
+            response = received.response
+            if isinstance(response, StatusResponse) and response.tag is not None:
+                final = response
+                continue
+            items = _fetch_items(response)
+            if items is None or "UID" not in items or not isinstance(response, DataResponse) \
+                    or response.number is None:
+                self.relay(received)
+                continue
+            news = [(k, items.pop(k)) for k in UNSOLICITED_STATE if k in items and k not in asked]
+            if news:
+                self.relay(_fetch_news(response.number, items["UID"], news))
+            answers.append((response.number, items))
+        assert final is not None
+        return answers, final
 
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
         bodies = await self._bodies([r.uid for r in rows])
         if sets_seen:
             await self._mark_seen([r for r in rows if r.uid in bodies])
-        structures = await self._structures(bodies, rows)
+        structures = await self._structures(bodies)
         for row in rows:
             raw = bodies.get(row.uid)
             if raw is None:
@@ -108,28 +139,23 @@ class ContentFetch:
                     found[uid] = data
         missing = [u for u in uids if u not in found]
         if missing:
-            fetched = await self._fetch_bodies(missing)
-            if self.cache is not None:
-                for uid, data in fetched.items():
-                    await self.cache.aput(uid, data)
-            found.update(fetched)
+            self.missed = True
+            found.update(await self._fetch_bodies(missing))
         return found
 
     async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
+        """``UID FETCH uids (BODY.PEEK[])`` in one command; the bodies go into the cache."""
         command = Command("", "FETCH", (Atom(uid_set(uids)),
                                         ParenList((Atom("UID"), Atom("BODY.PEEK[]")))), True)
+        answers, _ = await self._internal(command, frozenset({"UID", "BODY[]"}))
         out: dict[int, bytes] = {}
-        async for received in self.upstream.execute(command):
-            response = received.response
-            items = _fetch_items(response)
-            if items is not None and "UID" in items and "BODY[]" in items:
-                uid = _int(items["UID"])
-                body = items["BODY[]"]
-                if uid is not None and not isinstance(body, (Atom, ParenList)):
-                    out[uid] = body.value
-                    continue
-            if not (isinstance(response, StatusResponse) and response.tag is not None):
-                self.relay(received)
+        for _, items in answers:
+            uid, body = _int(items.get("UID")), items.get("BODY[]")
+            if uid is not None and isinstance(body, (Literal, Quoted)):
+                out[uid] = body.value
+        if self.cache is not None:
+            for uid, data in out.items():
+                await self.cache.aput(uid, data)
         return out
 
     async def _mark_seen(self, rows: list[Row]) -> None:
@@ -140,17 +166,16 @@ class ContentFetch:
         command = Command("", "STORE", (Atom(uid_set([r.uid for r in unseen])),
                                         Atom("+FLAGS"), ParenList((Atom("\\Seen"),))), True)
         by_uid = {r.uid: r for r in unseen}
-        async for received in self.upstream.execute(command):
-            items = _fetch_items(received.response)
-            uid = _int(items.get("UID")) if items else None
-            row = by_uid.get(uid) if uid is not None else None
-            if items is not None and row is not None and "FLAGS" in items:
+        answers, _ = await self._internal(command, frozenset({"UID", *UNSOLICITED_STATE}))
+        for seq, items in answers:
+            row = by_uid.get(_int(items.get("UID")) or 0)
+            if row is not None and "FLAGS" in items:
                 row.state["FLAGS"] = items["FLAGS"]
                 row.flags_changed = True
-            elif not (isinstance(received.response, StatusResponse) and received.response.tag):
-                self.relay(received)
+            else:  # a change to another message: news for the client
+                self.relay(_fetch_news(seq, items["UID"], list(items.items())))
 
-    async def _structures(self, bodies: dict[int, bytes], rows: list[Row]) -> dict[int, bytes]:
+    async def _structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
         """The parsed MIME structure of each message: from the index, else parsed once now."""
         known: dict[int, bytes] = {}
         if self.cache is not None:
@@ -165,6 +190,40 @@ class ContentFetch:
         if new and self.cache is not None:
             await self.cache.aupdate_index(new)
         return known
+
+    # --- prefetch ----------------------------------------------------------------------------
+
+    next_prefetch: tuple[int, int] | None = None
+
+    def _prefetch_range(self, rows: list[Row]) -> tuple[int, int] | None:
+        """The sequence numbers after the last message read cold, up to prefetch_count."""
+        exists = self.mailbox.exists
+        if not (self.missed and self.prefetch_count and rows and self.cache and exists):
+            return None
+        first = max(r.seq for r in rows) + 1
+        last = min(exists, first + self.prefetch_count - 1)
+        return (first, last) if first <= last else None
+
+    async def prefetch(self, first: int, last: int) -> int:
+        """Fetch and cache the bodies of messages first..last not cached yet; returns how
+        many. Runs after the client's answer, in the background; what the upstream says
+        meanwhile is kept for the client's next command (see ``UpstreamConnection.carry``)."""
+        if self.cache is None:
+            return 0
+        rows, final = await self._state_rows(
+            Command("", "FETCH", (Atom(f"{first}:{last}"),
+                                  ParenList((Atom("UID"), Atom("RFC822.SIZE"))))),
+            frozenset({"UID", "RFC822.SIZE"}))
+        if final.status != "OK":
+            return 0
+        cached = set((await self.cache.aindex([r.uid for r in rows], structure=False)).keys())
+        wanted = [r for r in rows if r.uid not in cached]
+        done = 0
+        for window in _windows(wanted):
+            bodies = await self._fetch_bodies([r.uid for r in window])
+            await self._structures(bodies)
+            done += len(bodies)
+        return done
 
 
 # Items Dovecot writes before the others ("buffered" handlers in its imap-fetch.c): a client
@@ -201,17 +260,14 @@ def _fetch_response(row: Row, items: tuple[FetchItem, ...], raw: bytes, structur
     return b"* %d FETCH (%b)\r\n" % (row.seq, body)
 
 
-def _row_of(response: object) -> Row | None:
-    if not isinstance(response, DataResponse) or response.number is None:
-        return None
-    items = _fetch_items(response)
-    if items is None or "UID" not in items:
-        return None
-    uid = _int(items.pop("UID"))
-    if uid is None:
-        return None
-    size = _int(items.pop("RFC822.SIZE", Atom("0"))) or 0
-    return Row(response.number, uid, items, size)
+def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Received:
+    """``* seq FETCH (UID u FLAGS (...) ...)``: state news met inside the proxy's own command."""
+    tokens: list[Token] = [Atom("UID"), uid]
+    for name, value in items:
+        if name != "UID":
+            tokens += [Atom(name), value]
+    response = DataResponse(seq, "FETCH", (ParenList(tuple(tokens)),))
+    return Received(serialize_response(response), response)
 
 
 def _fetch_items(response: object) -> dict[str, Token] | None:

@@ -38,6 +38,7 @@ from ..protocol.response import (
 )
 from ..protocol.tokens import Atom, ParenList, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
+from ..upstream.limits import UNLIMITED, UpstreamLimiter
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -96,7 +97,8 @@ def is_loopback(peer: object) -> bool:
 class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
-                 cache: MessageCache | None = None) -> None:
+                 cache: MessageCache | None = None,
+                 limiter: UpstreamLimiter = UNLIMITED) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -110,8 +112,10 @@ class Session:
         self.client_id: dict[str, str] = {}
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
+        self.limiter = limiter
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
+        self._prefetch: asyncio.Future[int] | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
         self._closing = False
@@ -148,6 +152,8 @@ class Session:
         self.writer.close()
 
     async def _finish(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cancel()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
             await upstream.logout()
@@ -234,6 +240,7 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
+        await self._settle_prefetch()
         await handler(command)
 
     def _upstream_has(self, capability: str) -> bool:
@@ -348,7 +355,8 @@ class Session:
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
         upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size)
+                                                 self.config.limits.max_literal_size,
+                                                 self.limiter)
         try:
             status = await upstream.login(user, password, authzid)
         except ImapError:
@@ -390,7 +398,7 @@ class Session:
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
-        responses = upstream.execute(command, timeout=None).__aiter__()
+        responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None
         idling = done_sent = False
@@ -470,10 +478,29 @@ class Session:
         if not request.has_content or self.mailbox is None:
             await self.forward(command)
             return
-        engine = ContentFetch(self._upstream(), self.mailbox_cache, self.mailbox, self.relay,
-                              self.write, self.writer.drain)
+        upstream = self._upstream()
+        engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
+                              self.write, self.writer.drain, self.config.upstream.prefetch_count)
         final = await engine.run(command, request)
         self.write(serialize_response(replace(final, tag=command.tag)))
+        if engine.next_prefetch is not None:
+            ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
+                                 self.write, self.writer.drain)
+            self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
+
+    async def _settle_prefetch(self) -> None:
+        """Let a running prefetch finish before the next command: its commands and the
+        client's must not interleave (a SELECT in between would key bodies wrongly)."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return
+        try:
+            fetched = await task
+            log.debug("prefetched %d bodies", fetched)
+        except ImapError as exc:
+            log.info("prefetch stopped: %s", exc.text)
+        except Exception:  # prefetching is an optimisation: its failure must not end a session
+            log.exception("prefetch failed")
 
     async def forward(self, command: Command,
                       observe: Callable[[Response | None], None] | None = None
@@ -506,6 +533,8 @@ class Session:
         """Pass one upstream response on, byte for byte unless it must change: the tag, and
         capability lists (filtered through the allowlist)."""
         response = item.response
+        if self.mailbox is not None:
+            self.mailbox.observe(response)
         if isinstance(response, DataResponse) and response.name == "CAPABILITY":
             self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
             return

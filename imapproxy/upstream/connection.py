@@ -28,6 +28,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.framing import Frame, Framer
 from ..protocol.response import Continuation, Response, StatusResponse, parse_response
 from ..protocol.tokens import Atom, Literal, ParenList, Token, astring_token
+from .limits import UNLIMITED, UpstreamLimiter
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +100,22 @@ class UpstreamConnection:
     """An authenticated-or-not IMAP connection to the upstream; one command at a time."""
 
     def __init__(self, config: UpstreamConfig, reader: _ResponseReader, caps: frozenset[str],
-                 preauth: bool) -> None:
+                 preauth: bool, limiter: UpstreamLimiter = UNLIMITED) -> None:
         self.config = config
+        self.limiter = limiter
         self._reader = reader
         self.capabilities = caps
         self.preauth = preauth
         self._lock = asyncio.Lock()
         self._tag_counter = 0
         self._broken = False
+        self._carried: list[Received] = []
 
     # --- set-up ------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, config: UpstreamConfig, max_literal_size: int = 1 << 31
-                   ) -> UpstreamConnection:
+    async def open(cls, config: UpstreamConfig, max_literal_size: int = 1 << 31,
+                   limiter: UpstreamLimiter = UNLIMITED) -> UpstreamConnection:
         """Connect and read the greeting; STARTTLS when configured. Raises UpstreamUnavailable."""
         where = f"{config.host}:{config.port}"
         lost = asyncio.Event()
@@ -145,7 +148,8 @@ class UpstreamConnection:
         transport.set_protocol(reader)
         reader.connection_made(transport)
         caps = frozenset(c.upper() for c in protocol.capabilities) - {"CAPABILITY"}
-        conn = cls(config, reader, caps, preauth=protocol.state == aioimaplib.AUTH)
+        conn = cls(config, reader, caps, preauth=protocol.state == aioimaplib.AUTH,
+                   limiter=limiter)
         if config.security == "starttls":
             await conn._starttls()
         return conn
@@ -239,26 +243,32 @@ class UpstreamConnection:
         assert final is not None
         return final
 
-    async def execute(self, command: Command, *, timeout: float | None = -1.0
-                      ) -> AsyncIterator[Received]:
+    async def execute(self, command: Command, *, timeout: float | None = -1.0,
+                      limited: bool = True) -> AsyncIterator[Received]:
         """Send ``command`` under a fresh tag and yield every response up to its tagged one.
 
         Untagged responses that arrived between commands come first, in order. Continuations
         not consumed by literals are yielded (IDLE, AUTHENTICATE). The last item is the tagged
         status. ``timeout`` (seconds without any response) defaults to the command timeout;
-        None waits forever (IDLE). Raises UpstreamLost / UpstreamUnavailable.
+        None waits forever (IDLE). ``limited``: counts against the upstream's shared rate and
+        concurrency limits (IDLE does not: it would hold a slot for half an hour).
+        Raises UpstreamLost / UpstreamUnavailable.
         """
         if timeout == -1.0:
             timeout = self.config.command_timeout
-        async with self._lock:
+        async with self._lock, (self.limiter.command() if limited else UNLIMITED.command()):
             if self.lost:
                 raise UpstreamLost("upstream connection lost")
+            while self._carried:
+                yield self._carried.pop(0)
             tag = self._new_tag()
             chunks = command_chunks(self._adapt_literals(command.with_tag(tag)))
             self._write(chunks[0])
             for chunk in chunks[1:]:
                 while True:
                     item = await self._receive(timeout)
+                    if _stale(item, tag):
+                        continue
                     if isinstance(item.response, Continuation):
                         break
                     yield item
@@ -267,9 +277,16 @@ class UpstreamConnection:
                 self._write(chunk)
             while True:
                 item = await self._receive(timeout)
+                if _stale(item, tag):
+                    continue
                 yield item
                 if item.is_tagged(tag):
                     return
+
+    def carry(self, item: Received) -> None:
+        """Keep an unsolicited response met by a background command (prefetch) for the
+        client: it is yielded first by the next command."""
+        self._carried.append(item)
 
     def send_line(self, line: bytes) -> None:
         """A raw line inside a running command (``DONE`` for IDLE, SASL responses)."""
@@ -277,7 +294,7 @@ class UpstreamConnection:
 
     def pending(self) -> list[Received]:
         """Unsolicited responses received while no command ran (taken off the queue)."""
-        items: list[Received] = []
+        items, self._carried = self._carried, []
         while not self._reader.queue.empty():
             item = self._reader.queue.get_nowait()
             if isinstance(item, _Lost):
@@ -332,6 +349,15 @@ class UpstreamConnection:
         transport = self._reader.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+
+def _stale(item: Received, tag: str) -> bool:
+    """A tagged answer to an earlier command (one abandoned mid-way): never the current one's."""
+    response = item.response
+    if isinstance(response, StatusResponse) and response.tag is not None and response.tag != tag:
+        log.warning("dropping a late answer to upstream command %s", response.tag)
+        return True
+    return False
 
 
 def _abort(client: aioimaplib.IMAP4, hello: asyncio.Future[None]) -> None:

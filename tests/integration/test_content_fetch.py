@@ -110,3 +110,37 @@ def test_users_never_see_each_others_cached_bytes(dovecot: Any, proxy: RunningPr
             body = fetch_map(client, "UID FETCH 1 (BODY.PEEK[])")[1][b"BODY[]"]
             assert b"body of " + word in body
             assert (b"bob" in body) == (word == b"bob")
+
+
+def test_reading_one_message_cold_prefetches_the_next_ones(seeded: Any, proxy: RunningProxy,
+                                                           raw_factory: Any) -> None:
+    prefetch = proxy.config.upstream.prefetch_count
+    assert prefetch == 32
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(seeded.user, seeded.password)
+    client.ok("EXAMINE INBOX")
+    fetch_map(client, "FETCH 1 (BODY.PEEK[])")
+    client.ok("NOOP")  # the next command starts once the prefetch is done
+    cache = proxy.app.cache
+    assert cache is not None
+    assert cache.stats().entries == 1 + prefetch
+    before = cache.stats()
+    got = fetch_map(client, f"FETCH 2:{1 + prefetch} (BODY.PEEK[] BODYSTRUCTURE)")
+    after = cache.stats()
+    assert sorted(got) == list(range(2, 2 + prefetch))
+    assert after.hits - before.hits == prefetch
+    assert after.misses == before.misses
+    # Past the prefetched ones it is cold again, and prefetches again.
+    fetch_map(client, f"FETCH {2 + prefetch} (BODY.PEEK[])")
+    client.ok("NOOP")
+    assert cache.stats().entries == min(COUNT, 2 + 2 * prefetch)
+
+
+def test_prefetch_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> None:
+    proxy = proxy_factory(upstream={"prefetch_count": 0})
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(seeded.user, seeded.password)
+    client.ok("EXAMINE INBOX")
+    fetch_map(client, "FETCH 3 (BODY.PEEK[])")
+    client.ok("NOOP")
+    assert proxy.app.cache.stats().entries == 1
