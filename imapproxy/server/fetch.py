@@ -13,7 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..cache import IndexEntry, MailboxCache
+from ..cache import IndexEntry, MailboxCache, MessageStream
+from ..errors import UpstreamUnavailable
+from ..mime.part import Part
 from ..mime.render import load_structure, render_item, structure_blob
 from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 WINDOW_MESSAGES = 64  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
+STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
+STREAM_CHUNK = 256 * 1024
+STREAMED = b"\0streamed\0"  # placeholder for the streamed value inside a response head
 SEEN = "\\SEEN"
 
 
@@ -120,16 +125,59 @@ class ContentFetch:
 
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
-        bodies = await self._bodies([r.uid for r in rows])
-        if sets_seen:
-            await self._mark_seen([r for r in rows if r.uid in bodies])
-        structures = await self._structures(bodies)
+        streams = await self._streams(rows, request)
+        try:
+            bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
+            if sets_seen:
+                await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
+            structures = await self._structures(bodies)
+            for row in rows:
+                stream = streams.get(row.uid)
+                if stream is not None:
+                    await self._stream_response(row, request.items, stream, by_uid)
+                    continue
+                raw = bodies.get(row.uid)
+                if raw is None:
+                    continue  # expunged meanwhile: the upstream had no body to give
+                render = _Renderer(raw, structures[row.uid])
+                self.write(_fetch_response(row, request.items, render, by_uid))
+            await self.drain()
+        finally:
+            for stream in streams.values():
+                stream.close()
+
+    async def _streams(self, rows: list[Row], request: FetchRequest) -> dict[int, MessageStream]:
+        """Cached large messages whose answer needs nothing but their whole bytes: those are
+        copied from the cache file to the client in chunks, never held in memory whole."""
+        if self.cache is None or not all(_whole_message(i) for i in request.items):
+            return {}
+        out: dict[int, MessageStream] = {}
         for row in rows:
-            raw = bodies.get(row.uid)
-            if raw is None:
-                continue  # expunged meanwhile: the upstream had no body to give
-            self.write(_fetch_response(row, request.items, raw, structures[row.uid], by_uid))
-        await self.drain()
+            if row.size >= STREAM_THRESHOLD:
+                stream = await self.cache.aopen(row.uid)
+                if stream is not None:
+                    out[row.uid] = stream
+        return out
+
+    async def _stream_response(self, row: Row, items: tuple[FetchItem, ...],
+                               stream: MessageStream, by_uid: bool) -> None:
+        def render(item: FetchItem) -> tuple[bytes, bytes]:
+            if item.name == "RFC822.SIZE":
+                return b"RFC822.SIZE", str(stream.size).encode()
+            return (b"RFC822" if item.name == "RFC822" else b"BODY[]"), STREAMED
+
+        head, _, tail = _fetch_response(row, items, render, by_uid).partition(STREAMED)
+        self.write(head + b"{%d}\r\n" % stream.size)
+        assert self.cache is not None
+        sent = 0
+        while sent < stream.size:
+            chunk = await self.cache.aread(stream, min(STREAM_CHUNK, stream.size - sent))
+            if not chunk:
+                raise UpstreamUnavailable("cached message could not be read")
+            self.write(chunk)
+            sent += len(chunk)
+            await self.drain()
+        self.write(tail)
 
     async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
@@ -232,24 +280,21 @@ BUFFERED = frozenset({"UID", "FLAGS", "INTERNALDATE", "MODSEQ", "RFC822.SIZE", "
                       "BODY", "BODYSTRUCTURE", "BINARY.SIZE"})
 
 
-def _fetch_response(row: Row, items: tuple[FetchItem, ...], raw: bytes, structure: bytes,
-                    by_uid: bool) -> bytes:
+def _fetch_response(row: Row, items: tuple[FetchItem, ...],
+                    render: Callable[[FetchItem], tuple[bytes, bytes]], by_uid: bool) -> bytes:
     """``* n FETCH (...)`` in Dovecot's order: UID first (clients expect it early), then the
     small items as asked, then FLAGS when this fetch set \\Seen, then sections as asked."""
     small: dict[bytes, bytes] = {}
     large: dict[bytes, bytes] = {}
     if by_uid or any(i.name == "UID" for i in items):
         small[b"UID"] = str(row.uid).encode()
-    part = None
     for item in items:
         if item.is_state:
             token = row.state.get(item.name)
             if token is not None and item.name != "UID":
                 small.setdefault(item.name.encode(), serialize_tokens((token,)))
             continue
-        if part is None:
-            part = load_structure(structure)
-        key, value_bytes = render_item(item, raw, part)
+        key, value_bytes = render(item)
         is_small = item.name in BUFFERED and item.section is None or item.name == "BINARY.SIZE"
         (small if is_small else large).setdefault(key, value_bytes)
     if row.flags_changed and "FLAGS" in row.state:
@@ -258,6 +303,27 @@ def _fetch_response(row: Row, items: tuple[FetchItem, ...], raw: bytes, structur
         small.setdefault(key, value)
     body = b" ".join(key + b" " + value for key, value in small.items())
     return b"* %d FETCH (%b)\r\n" % (row.seq, body)
+
+
+class _Renderer:
+    """Content items of one message; its structure is loaded from the blob on first use."""
+
+    def __init__(self, raw: bytes, structure: bytes) -> None:
+        self.raw = raw
+        self.structure = structure
+        self._part: Part | None = None
+
+    def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        if self._part is None:
+            self._part = load_structure(self.structure)
+        return render_item(item, self.raw, self._part)
+
+
+def _whole_message(item: FetchItem) -> bool:
+    """An item answered by the message bytes alone (or their size): streamable."""
+    if item.is_state or item.name in ("RFC822", "RFC822.SIZE"):
+        return True
+    return item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None
 
 
 def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Received:

@@ -10,6 +10,7 @@ import pytest
 
 from imapproxy.protocol.response import DataResponse, parse_response
 from imapproxy.protocol.tokens import Atom, ParenList, serialize_tokens
+from imapproxy.server.fetch import ContentFetch
 from tests.conftest import make_account
 
 from .conftest import RawClient, RunningProxy, messages, seed_mailbox
@@ -144,3 +145,39 @@ def test_prefetch_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> None
     fetch_map(client, "FETCH 3 (BODY.PEEK[])")
     client.ok("NOOP")
     assert proxy.app.cache.stats().entries == 1
+
+
+def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: RunningProxy,
+                                                        raw_factory: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    streamed: list[int] = []
+    original = ContentFetch._stream_response
+
+    async def counting(self: ContentFetch, row: Any, *args: Any) -> None:
+        streamed.append(row.uid)
+        await original(self, row, *args)
+
+    monkeypatch.setattr(ContentFetch, "_stream_response", counting)
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d " % i + b"z" * 60 + b"\r\n"
+                                             for i in range(40_000))  # ~3 MB
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, big)
+    imap.logout()
+    direct = raw_factory(account.host, account.port)
+    through = raw_factory(proxy.host, proxy.port)
+    for client in (direct, through):
+        client.login(account.user, account.password)
+        client.ok("EXAMINE INBOX")
+    items = "UID FLAGS RFC822.SIZE BODY.PEEK[]"
+    want = direct.ok(f"FETCH 1 ({items})")
+    cold = through.ok(f"FETCH 1 ({items})")
+    cache = proxy.app.cache
+    assert cache is not None
+    before = cache.stats()
+    warm = through.ok(f"FETCH 1 ({items})")  # from the cache file, in chunks
+    assert cache.stats().hits == before.hits + 1
+    assert streamed == [1]  # the cold answer came from memory, the warm one from the file
+    assert cold == want
+    assert warm == want
+    assert fetch_map(through, "FETCH 1 (RFC822)")[1][b"RFC822"].endswith(big[-100:])
