@@ -8,6 +8,8 @@ from __future__ import annotations
 RELAYED = (
     "IDLE", "NAMESPACE", "ENABLE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE",
     "LIST-EXTENDED", "LIST-STATUS", "CHILDREN", "CONDSTORE", "QRESYNC",
+    # FETCH BINARY is computed by the proxy; the upstream must take ~{n} literals in APPEND.
+    "BINARY",
 )
 # Handled by the proxy itself, whatever the upstream says.
 OWN = ("IMAP4rev1", "LITERAL+", "ID")
