@@ -3,7 +3,9 @@ direct answer item by item, bodies fetched once, \\Seen set upstream, isolated p
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +189,64 @@ def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: Run
     assert cold == want
     assert warm == want
     assert fetch_map(through, "FETCH 1 (RFC822)")[1][b"RFC822"].endswith(big[-100:])
+
+
+def _fetch_all(proxy: RunningProxy, raw_factory: Any, account: Any,
+               items: str = "BODY.PEEK[] BODYSTRUCTURE") -> dict[int, dict[bytes, bytes]]:
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(account.user, account.password)
+    client.ok("EXAMINE INBOX")
+    return fetch_map(client, f"FETCH 1:* ({items})")
+
+
+def test_cache_survives_a_restart(seeded: Any, proxy_factory: Any, raw_factory: Any,
+                                  tmp_path: Path) -> None:
+    template = proxy_factory()  # only for a config pointing at the test Dovecot
+    config = dataclasses.replace(template.config, cache_dir=tmp_path / "cache")
+    one = RunningProxy(config)
+    try:
+        cold = _fetch_all(one, raw_factory, seeded)
+    finally:
+        one.stop()
+    two = RunningProxy(config)
+    try:
+        cache = two.app.cache
+        assert cache is not None
+        before = cache.stats()
+        warm = _fetch_all(two, raw_factory, seeded)
+        assert cache.stats().hits - before.hits == COUNT
+        assert warm == cold
+    finally:
+        two.stop()
+
+
+def test_corrupt_cache_entries_are_refetched_never_served(seeded: Any, proxy: RunningProxy,
+                                                          raw_factory: Any) -> None:
+    good = _fetch_all(proxy, raw_factory, seeded)
+    files = [p for p in proxy.config.cache_dir.rglob("*.val")]
+    assert files  # diskcache keeps the larger entries as files
+    for path in files:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    cache = proxy.app.cache
+    assert cache is not None
+    before = cache.stats()
+    again = _fetch_all(proxy, raw_factory, seeded)
+    assert again == good
+    assert cache.stats().corrupt - before.corrupt == len(files)
+
+
+def test_flags_changed_elsewhere_show_in_content_fetches(seeded: Any, proxy: RunningProxy,
+                                                         raw_factory: Any) -> None:
+    through = raw_factory(proxy.host, proxy.port)
+    through.login(seeded.user, seeded.password)
+    through.ok("SELECT INBOX")
+    fetch_map(through, "FETCH 1:3 (FLAGS BODY.PEEK[])")  # now cached
+    other = raw_factory(seeded.host, seeded.port)
+    other.login(seeded.user, seeded.password)
+    other.ok("SELECT INBOX")
+    other.ok("STORE 2 FLAGS.SILENT (\\Flagged $Proxy)")
+    got = fetch_map(through, "FETCH 1:3 (FLAGS BODY.PEEK[HEADER])")
+    assert b"$Proxy" in got[2][b"FLAGS"] and b"\\Flagged" in got[2][b"FLAGS"]
+    assert b"$Proxy" not in got[1][b"FLAGS"]
