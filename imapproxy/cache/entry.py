@@ -114,18 +114,25 @@ def _file_length(f: BinaryIO) -> int:
         return f.seek(0, io.SEEK_END)
 
 
-def check_file(context: bytes, f: BinaryIO) -> int | None:
-    """Verify a stored value read from ``f``; its payload length, or None. Leaves ``f`` at
-    offset 0. Reads the file once, in CHUNK pieces (never the whole message at once)."""
+def _file_trailer(f: BinaryIO) -> tuple[int, bytes] | None:
+    """(payload length, digest) from the trailer at the end of a stored file; ``f`` is left
+    at offset 0."""
     stored = _file_length(f)
     if stored < TRAILER_SIZE:
         return None
     f.seek(stored - TRAILER_SIZE)
     parsed = _parse_trailer(f.read(TRAILER_SIZE), stored)
+    f.seek(0)
+    return parsed
+
+
+def check_file(context: bytes, f: BinaryIO) -> int | None:
+    """Verify a stored value read from ``f``; its payload length, or None. Leaves ``f`` at
+    offset 0. Reads the file once, in CHUNK pieces (never the whole message at once)."""
+    parsed = _file_trailer(f)
     if parsed is None:
         return None
     length, digest = parsed
-    f.seek(0)
     h = _hasher(context)
     remaining = length
     buffer = bytearray(min(CHUNK, max(length, 1)))
@@ -142,15 +149,10 @@ def check_file(context: bytes, f: BinaryIO) -> int | None:
 
 def read_file(context: bytes, f: BinaryIO) -> bytes | None:
     """Verify a stored value read from ``f`` and return its payload (one buffer)."""
-    stored = _file_length(f)
-    if stored < TRAILER_SIZE:
-        return None
-    f.seek(stored - TRAILER_SIZE)
-    parsed = _parse_trailer(f.read(TRAILER_SIZE), stored)
+    parsed = _file_trailer(f)
     if parsed is None:
         return None
     length, digest = parsed
-    f.seek(0)
     payload = f.read(length)
     if len(payload) != length:
         return None
