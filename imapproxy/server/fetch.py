@@ -128,6 +128,12 @@ class ContentFetch:
         streams = await self._streams(rows, request)
         try:
             bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
+            # Large bodies just fetched are in the cache now: serve them from there too,
+            # rather than holding them while a slow client reads.
+            fetched = await self._streams([r for r in rows if r.uid in bodies], request)
+            for uid in fetched:
+                del bodies[uid]
+            streams.update(fetched)
             if sets_seen:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
             structures = await self._structures(bodies)
