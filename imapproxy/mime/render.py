@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .fetch_items import fetch_value
+from .fetch_items import fetch_value, literal
 from .parse import parse_message
 from .part import Part
-from .section import parse_section
+from .section import crlf, parse_section
 
-__all__ = ["load_structure", "render_item", "structure_blob"]
+__all__ = ["load_structure", "render_item", "served_as_stored", "structure_blob",
+           "whole_message", "whole_message_item"]
 
 
 class ItemLike(Protocol):
@@ -50,3 +51,26 @@ def render_item(item: ItemLike, raw: bytes, part: Part) -> tuple[bytes, bytes]:
         text += f"<{offset}>" if size is None else f"<{offset}.{size}>"
     spec = parse_section(text)
     return spec.response_name, fetch_value(raw, part, text)
+
+
+def whole_message(raw: bytes) -> bytes:
+    """BODY[] / RFC822 content without parsing: the bytes as served (bare LF as CRLF, NUL as
+    0x80, as ``section`` does for the root)."""
+    data = crlf(raw, 0, len(raw))
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
+def served_as_stored(raw: bytes) -> bool:
+    """True when BODY[] is ``raw`` itself, so it may be copied straight from a cache file."""
+    return b"\0" not in raw and raw.count(b"\n") == raw.count(b"\r\n")
+
+
+def whole_message_item(item: ItemLike, raw: bytes) -> tuple[bytes, bytes] | None:
+    """(name, value) for the items that need no part tree (BODY[], RFC822, RFC822.SIZE);
+    None for the others."""
+    if item.partial is None and (item.name == "RFC822" or (
+            item.name in ("BODY", "BODY.PEEK") and item.section == "")):
+        return (b"RFC822" if item.name == "RFC822" else b"BODY[]"), literal(whole_message(raw))
+    if item.name == "RFC822.SIZE":
+        return b"RFC822.SIZE", b"%d" % len(crlf(raw, 0, len(raw)))
+    return None

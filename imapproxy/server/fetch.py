@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 
 from ..cache import IndexEntry, MailboxCache, MessageStream
 from ..errors import UpstreamUnavailable
-from ..mime.part import Part
-from ..mime.render import load_structure, render_item, structure_blob
+from ..mime.part import HAS_NULS, Part
+from ..mime.render import (
+    load_structure,
+    render_item,
+    served_as_stored,
+    structure_blob,
+    whole_message_item,
+)
 from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import DataResponse, StatusResponse, serialize_response
@@ -26,7 +32,7 @@ from .mailbox import SelectedMailbox
 
 log = logging.getLogger(__name__)
 
-WINDOW_MESSAGES = 64  # messages answered per round of body fetching
+WINDOW_MESSAGES = 256  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
 STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
 STREAM_CHUNK = 256 * 1024
@@ -130,13 +136,14 @@ class ContentFetch:
             bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
             # Large bodies just fetched are in the cache now: serve them from there too,
             # rather than holding them while a slow client reads.
-            fetched = await self._streams([r for r in rows if r.uid in bodies], request)
+            fetched = await self._streams([r for r in rows if r.uid in bodies], request, bodies)
             for uid in fetched:
                 del bodies[uid]
             streams.update(fetched)
             if sets_seen:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
-            structures = await self._structures(bodies)
+            whole = all(_whole_message(i) for i in request.items)
+            structures = {} if whole else await self._structures(bodies)
             for row in rows:
                 stream = streams.get(row.uid)
                 if stream is not None:
@@ -145,24 +152,33 @@ class ContentFetch:
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
-                render = _Renderer(raw, structures[row.uid])
+                render = _Renderer(raw, structures.get(row.uid, b""))
                 self.write(_fetch_response(row, request.items, render, by_uid))
             await self.drain()
         finally:
             for stream in streams.values():
                 stream.close()
 
-    async def _streams(self, rows: list[Row], request: FetchRequest) -> dict[int, MessageStream]:
-        """Cached large messages whose answer needs nothing but their whole bytes: those are
-        copied from the cache file to the client in chunks, never held in memory whole."""
+    async def _streams(self, rows: list[Row], request: FetchRequest,
+                       fetched: dict[int, bytes] | None = None) -> dict[int, MessageStream]:
+        """Cached large messages whose answer needs nothing but their whole bytes, stored
+        exactly as served (CRLF, no NUL): those are copied from the cache file to the client
+        in chunks, never held in memory whole. ``fetched``: bodies just read from upstream."""
         if self.cache is None or not all(_whole_message(i) for i in request.items):
             return {}
+        large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
+        if fetched is not None:
+            plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
+        else:
+            index = await self.cache.aindex(large) if large else {}
+            plain = {uid for uid, entry in index.items()
+                     if entry.structure and stored_as_served(entry.structure, entry.size)}
         out: dict[int, MessageStream] = {}
-        for row in rows:
-            if row.size >= STREAM_THRESHOLD:
-                stream = await self.cache.aopen(row.uid)
+        for uid in large:
+            if uid in plain:
+                stream = await self.cache.aopen(uid)
                 if stream is not None:
-                    out[row.uid] = stream
+                    out[uid] = stream
         return out
 
     async def _stream_response(self, row: Row, items: tuple[FetchItem, ...],
@@ -210,6 +226,10 @@ class ContentFetch:
         if self.cache is not None:
             for uid, data in out.items():
                 await self.cache.aput(uid, data)
+            # Parsed once, now: the index keeps the structure beside the bytes.
+            await self.cache.aupdate_index(
+                IndexEntry(uid, size=len(data), internaldate=None, structure=structure_blob(data))
+                for uid, data in out.items())
         return out
 
     async def _mark_seen(self, rows: list[Row]) -> None:
@@ -230,19 +250,15 @@ class ContentFetch:
                 self.relay(_fetch_news(seq, items["UID"], list(items.items())))
 
     async def _structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
-        """The parsed MIME structure of each message: from the index, else parsed once now."""
+        """The parsed MIME structure of each message: from the index (written when the body
+        was fetched), else parsed now."""
         known: dict[int, bytes] = {}
-        if self.cache is not None:
+        if self.cache is not None and bodies:
             index = await self.cache.aindex(list(bodies))
             known = {uid: e.structure for uid, e in index.items() if e.structure}
-        new: list[IndexEntry] = []
         for uid, raw in bodies.items():
             if uid not in known:
                 known[uid] = structure_blob(raw)
-                new.append(IndexEntry(uid, size=len(raw), internaldate=None,
-                                      structure=known[uid]))
-        if new and self.cache is not None:
-            await self.cache.aupdate_index(new)
         return known
 
     # --- prefetch ----------------------------------------------------------------------------
@@ -274,9 +290,7 @@ class ContentFetch:
         wanted = [r for r in rows if r.uid not in cached]
         done = 0
         for window in _windows(wanted):
-            bodies = await self._fetch_bodies([r.uid for r in window])
-            await self._structures(bodies)
-            done += len(bodies)
+            done += len(await self._fetch_bodies([r.uid for r in window]))
         return done
 
 
@@ -311,6 +325,12 @@ def _fetch_response(row: Row, items: tuple[FetchItem, ...],
     return b"* %d FETCH (%b)\r\n" % (row.seq, body)
 
 
+def stored_as_served(structure: bytes, size: int | None) -> bool:
+    """From a message's index entry: its stored bytes are its BODY[] (no bare LF, no NUL)."""
+    root = load_structure(structure)
+    return size is not None and root.vsize == size and not root.flags & HAS_NULS
+
+
 class _Renderer:
     """Content items of one message; its structure is loaded from the blob on first use."""
 
@@ -320,6 +340,9 @@ class _Renderer:
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        quick = whole_message_item(item, self.raw)
+        if quick is not None:
+            return quick
         if self._part is None:
             self._part = load_structure(self.structure)
         return render_item(item, self.raw, self._part)

@@ -305,7 +305,10 @@ class UpstreamConnection:
 
     async def _receive(self, timeout: float | None) -> Received:
         try:
-            item = await asyncio.wait_for(self._reader.queue.get(), timeout)
+            queue = self._reader.queue
+            # Most responses are already queued: skip wait_for's task (costly per call).
+            item = queue.get_nowait() if not queue.empty() else \
+                await asyncio.wait_for(queue.get(), timeout)
         except TimeoutError:
             self._broken = True
             self.close()
