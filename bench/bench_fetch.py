@@ -128,7 +128,8 @@ class ProxyProcess:
     """``python -m imapproxy serve`` with a fresh (or given) cache directory."""
 
     def __init__(self, work: Path, name: str, upstream_port: int, *,
-                 cache_dir: Path | None = None, profile: Path | None = None) -> None:
+                 cache_dir: Path | None = None, profile: Path | None = None,
+                 config: str | None = None) -> None:
         self.name = name
         self.port = free_port()
         self.cache_dir = cache_dir or work / f"cache-{name}"
@@ -139,6 +140,9 @@ class ProxyProcess:
         cmd = prefix + ["-m", "imapproxy", "serve", "--listen", f"{HOST}:{self.port}",
                         "--upstream", f"imap://{HOST}:{upstream_port}",
                         "--cache-dir", str(self.cache_dir), "--log-level", "WARNING"]
+        if config is not None:  # TOML for settings without a flag; the flags above still win
+            (work / f"proxy-{name}.toml").write_text(config)
+            cmd += ["--config", str(work / f"proxy-{name}.toml")]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log)
@@ -286,9 +290,20 @@ def machine() -> dict[str, Any]:
     if binary:
         dovecot = subprocess.run([binary, "--version"], capture_output=True,
                                  text=True, check=False).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram": mem,
+    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                         capture_output=True, text=True, check=False).stdout.strip()[:80]
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "imapproxy"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return {"commit": git + (" (imapproxy/ modified)" if dirty else ""),
+            "nproc": os.cpu_count(), "cpu": cpu, "ram": mem,
             "python": platform.python_version(), "dovecot": dovecot,
             "kernel": platform.release()}
+
+
+def prefetch_field() -> bool:
+    from imapproxy import config
+
+    return any(f.name == "prefetch_count" for f in dataclasses.fields(config.UpstreamConfig))
 
 
 def prefetch_setting() -> str:
@@ -433,6 +448,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{naive_warm.seconds:.2f} s ({naive_warm.seconds / max(1, naive_warm.commands) * 1e3:.1f}"
             f" ms each; link carried {naive_warm_bytes['up'] + naive_warm_bytes['down']} bytes)")
         p2.stop()
+        naive_off: FetchResult | None = None
+        if prefetch_field():
+            off = proxy("naive-no-prefetch", relay.port, config="[upstream]\nprefetch_count = 0\n")
+            naive_off, _ = naive(off.port, uids, by_uid, "proxy naive cold, no prefetch",
+                                 args.naive_budget)
+            off.stop()
+            say(f"naive through the proxy, cold, prefetch off: {naive_off.commands} messages in "
+                f"{naive_off.seconds:.2f} s -> "
+                f"{extrapolate(naive_off, len(uids), total, link_rate):.1f} s for all")
         relay.stop()
         relay = None
 
@@ -488,6 +512,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "link_proxy_naive_cold_setup": setup_naive,
             "link_proxy_naive_cold_bytes": naive_proxy_bytes,
             "link_proxy_naive_warm": dataclasses.asdict(naive_warm, dict_factory=_nobodies),
+            "link_proxy_naive_cold_no_prefetch": None if naive_off is None else
+            dataclasses.asdict(naive_off, dict_factory=_nobodies),
+            "link_proxy_naive_cold_no_prefetch_estimate": None if naive_off is None else
+            extrapolate(naive_off, len(uids), total, link_rate),
             "link_proxy_naive_warm_estimate": naive_warm_est,
             "link_proxy_naive_warm_bytes": naive_warm_bytes,
             "memory": memory, "p0_hwm": results.pop("p0_hwm"), "p1_hwm": results.pop("p1_hwm"),
@@ -699,6 +727,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
              f"{results['prefetch']}")
     row("   naive direct / naive through proxy (link)",
         f["link_naive_direct_estimate"] / f["link_proxy_naive_cold_estimate"], "x")
+    off = f["link_proxy_naive_cold_no_prefetch"]
+    if off is not None:
+        row("link: naive through proxy, cold, prefetch off", 
+            f["link_proxy_naive_cold_no_prefetch_estimate"], "s",
+            note=f"{off['commands']} msgs in {off['seconds']:.1f} s"
+                 f"{'' if off['complete'] else ' (extrapolated)'}")
     nw = f["link_proxy_naive_warm"]
     row("link: naive through proxy, warm, all msgs", f["link_proxy_naive_warm_estimate"], "s",
         note=f"{nw['commands']} msgs in {nw['seconds']:.1f} s "
@@ -734,7 +768,7 @@ def main() -> int:
                         help="relay latency each way (default 25)")
     parser.add_argument("--bandwidth-mbit", type=float, default=0.0,
                         help="relay bandwidth cap per connection and direction (default 0: none)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per warm figure (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per warm figure (median)")
     parser.add_argument("--naive-budget", type=float, default=20.0,
                         help="seconds a naive run over the link may take before it stops and "
                              "is extrapolated (default 20)")
@@ -755,7 +789,10 @@ def main() -> int:
     rows = report(results, args)
     results["table"] = rows
     print_table(rows)
-    print(f"\nmachine: {results['machine']}; total {results['seconds']:.0f} s")
+    m = results["machine"]
+    print(f"\n{m['nproc']} x {m['cpu']}, {m['ram']}, Python {m['python']}, Dovecot "
+          f"{m['dovecot']}, Linux {m['kernel']}; imapproxy at {m['commit']}; "
+          f"total {results['seconds']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
