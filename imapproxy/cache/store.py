@@ -692,11 +692,13 @@ class MailboxCache:
     def _context(self, key: bytes) -> bytes:
         return self.user.id.encode("ascii") + b"\0" + key
 
-    def _fetch(self, uid: int) -> tuple[_UserFiles, bytes, Any] | None:
-        """The raw stored value (bytes, or an open file), or None (counted as a miss)."""
+    def _fetch(self, uid: int, files: _UserFiles | None = None
+               ) -> tuple[_UserFiles, bytes, Any] | None:
+        """The raw stored value (bytes, or an open file), or None (counted as a miss).
+        ``files``: already opened for this operation (a batch opens them once)."""
         key = self._key(uid)
         try:
-            files = self.user.open_files()
+            files = files or self.user.open_files()
             value = files.store.get(key, default=None, read=True)
         except _STORE_ERRORS:
             log.warning("cache read failed; treated as a miss", exc_info=True)
@@ -718,10 +720,10 @@ class MailboxCache:
         self.user._count("corrupt")
         self.user._count("misses")
 
-    def get(self, uid: int) -> bytes | None:
+    def get(self, uid: int, files: _UserFiles | None = None) -> bytes | None:
         """The message bytes, verified, or None (not cached, or dropped as corrupt). Reads
         the whole message into one bytes object; for large ones prefer :meth:`open`."""
-        fetched = self._fetch(uid)
+        fetched = self._fetch(uid, files)
         if fetched is None:
             return None
         files, key, value = fetched
@@ -744,7 +746,16 @@ class MailboxCache:
     def get_many(self, uids: Iterable[int]) -> dict[int, bytes | None]:
         """:meth:`get` for several UIDs (one thread-pool trip with :meth:`aget_many`). Holds
         all of them in memory at once: meant for small messages."""
-        return {uid: self.get(uid) for uid in uids}
+        try:
+            files = self.user.open_files()
+        except _STORE_ERRORS:  # each get then fails (and counts) on its own
+            return {uid: self.get(uid) for uid in uids}
+        try:
+            # One transaction: the LRU bookkeeping of every read commits once (~2x faster).
+            with files.store.transact():
+                return {uid: self.get(uid, files) for uid in uids}
+        except _STORE_ERRORS:
+            return {uid: self.get(uid, files) for uid in uids}
 
     def open(self, uid: int) -> MessageStream | None:
         """The message as a verified stream (see MessageStream), or None. For large entries
