@@ -290,11 +290,12 @@ def machine() -> dict[str, Any]:
     if binary:
         dovecot = subprocess.run([binary, "--version"], capture_output=True,
                                  text=True, check=False).stdout.strip()
-    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--", "imapproxy"],
                          capture_output=True, text=True, check=False).stdout.strip()[:80]
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "imapproxy"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return {"commit": git + (" (imapproxy/ modified)" if dirty else ""),
+                           capture_output=True, text=True, check=False).stdout
+    dirty_files = " ".join(line[3:] for line in dirty.splitlines() if line.strip())
+    return {"commit": git + (f" + uncommitted changes to {dirty_files}" if dirty else ""),
             "nproc": os.cpu_count(), "cpu": cpu, "ram": mem,
             "python": platform.python_version(), "dovecot": dovecot,
             "kernel": platform.release()}
