@@ -1,7 +1,7 @@
 """FETCH benchmark: imapproxy against a real Dovecot, with and without a slow link.
 
-    python bench/bench_fetch.py                      # full run: 2,000 messages (~3-4 min)
-    python bench/bench_fetch.py --messages 200       # quick run (~1 min)
+    python bench/bench_fetch.py                      # full run: 2,000 messages (~100 s)
+    python bench/bench_fetch.py --messages 200       # quick run (~20 s)
     python bench/bench_fetch.py --json out.json --profile
 
 What runs (all on 127.0.0.1, in a fresh directory under /tmp, removed at the end):
