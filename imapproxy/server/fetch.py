@@ -103,7 +103,32 @@ class ContentFetch:
             if uid is not None:
                 size = _int(items.pop("RFC822.SIZE", None)) or 0
                 rows.append(Row(seq, uid, items, size))
+                self.mailbox.learn(seq, uid)
         return rows, final
+
+    async def run_local(self, command: Command, request: FetchRequest) -> bool:
+        """Answer without asking the upstream anything about state, when nothing asked for is
+        state (UID aside), the fetch sets no flag, and every UID of the set is known
+        (SelectedMailbox.resolve). Bodies not cached are still fetched. False: not possible,
+        nothing was written."""
+        if request.modifiers or any(i.is_state and i.name != "UID" for i in request.items) \
+                or (not self.mailbox.read_only and any(i.sets_seen for i in request.items)):
+            return False
+        first = command.args[0]
+        if not isinstance(first, Atom):
+            return False
+        resolved = self.mailbox.resolve(first.value, command.uid)
+        if resolved is None:
+            return False
+        sizes: dict[int, int] = {}
+        if self.cache is not None and resolved:
+            index = await self.cache.aindex([uid for _, uid in resolved], structure=False)
+            sizes = {uid: entry.size or 0 for uid, entry in index.items()}
+        rows = [Row(seq, uid, {}, sizes.get(uid, 0)) for seq, uid in resolved]
+        for window in _windows(rows):
+            await self._answer(window, request, False, command.uid)
+        self.next_prefetch = self._prefetch_range(rows)
+        return True
 
     async def _internal(self, command: Command, asked: frozenset[str]
                         ) -> tuple[list[tuple[int, dict[str, Token]]], StatusResponse]:

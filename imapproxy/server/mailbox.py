@@ -1,11 +1,15 @@
-"""What the session knows of its selected mailbox, learnt from the upstream's SELECT answer.
+"""What the session knows of its selected mailbox, learnt from the upstream's answers.
 
-The upstream stays the authority: this only records the name, UIDVALIDITY and access the
-upstream reported, to key cached content (mailbox, UIDVALIDITY, UID)."""
+The upstream stays the authority: this only records what the upstream reported (name,
+UIDVALIDITY, access, message count, and the UIDs of messages 1..n as FETCH responses named
+them), kept current from its EXISTS / EXPUNGE / VANISHED. With every UID known, a FETCH asking
+only content of cached messages can be answered without an upstream round trip: nothing in
+its answer is mailbox state the upstream could have changed without telling this session.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..protocol.response import DataResponse, Response, StatusResponse
 from ..protocol.tokens import Atom, ParenList
@@ -17,6 +21,13 @@ class SelectedMailbox:
     read_only: bool
     uidvalidity: int | None = None
     exists: int | None = None  # message count, kept from EXISTS / EXPUNGE / VANISHED
+    # UIDs of messages 1..len(uids), in order (sequence order is UID order). Complete when
+    # its length is ``exists``; new messages (EXISTS) are unknown until a FETCH names them.
+    uids: list[int] = field(default_factory=list)
+
+    @property
+    def uids_complete(self) -> bool:
+        return self.exists is not None and len(self.uids) == self.exists
 
     def observe(self, response: Response | None) -> None:
         """Take what matters from one upstream response (SELECT answer, or any later one)."""
@@ -33,25 +44,100 @@ class SelectedMailbox:
         elif response.code == "READ-WRITE":
             self.read_only = False
 
+    def learn(self, seq: int, uid: int) -> None:
+        """The upstream said message ``seq`` has ``uid``."""
+        if seq <= len(self.uids):
+            if self.uids[seq - 1] != uid:  # not what we thought: forget from there on
+                del self.uids[seq - 1:]
+                self.uids.append(uid)
+        elif seq == len(self.uids) + 1 and (not self.uids or uid > self.uids[-1]):
+            self.uids.append(uid)
+
     def _observe_data(self, response: DataResponse) -> None:
-        if response.name == "EXISTS" and response.number is not None:
-            self.exists = response.number
+        number = response.number
+        if response.name == "EXISTS" and number is not None:
+            self.exists = number
+            del self.uids[number:]
+        elif response.name == "FETCH" and number is not None:
+            uid = _uid_in(response)
+            if uid is not None:
+                self.learn(number, uid)
         elif self.exists is None:
             return
-        elif response.name == "EXPUNGE" and response.number is not None:
+        elif response.name == "EXPUNGE" and number is not None:
             self.exists = max(0, self.exists - 1)
+            if number <= len(self.uids):
+                del self.uids[number - 1]
+            else:
+                del self.uids[self.exists:]
         elif response.name == "VANISHED" and response.args and \
                 not isinstance(response.args[0], ParenList):  # (EARLIER) changes nothing now
             last = response.args[-1]
             if isinstance(last, Atom):
-                self.exists = max(0, self.exists - set_size(last.value))
+                self._vanished(last.value)
+
+    def _vanished(self, uid_set: str) -> None:
+        assert self.exists is not None
+        gone = parse_set(uid_set, None)
+        if gone is None:  # too large to expand: start learning afresh
+            self.uids.clear()
+            return
+        complete = self.uids_complete
+        before = len(self.uids)
+        self.uids = [u for u in self.uids if u not in gone]
+        # With every UID known the count is exact; otherwise each UID named had a message.
+        removed = before - len(self.uids) if complete else len(gone)
+        self.exists = max(0, self.exists - removed)
+        del self.uids[self.exists:]
+
+    def resolve(self, sequence_set: str, by_uid: bool) -> list[tuple[int, int]] | None:
+        """(seq, uid) of the messages a FETCH set names, when every UID is known; None when
+        the upstream must be asked (unknown UIDs, or a set the upstream should judge)."""
+        if not self.uids_complete or self.exists is None:
+            return None
+        if by_uid:
+            top = self.uids[-1] if self.uids else 0
+            wanted = parse_set(sequence_set, top)
+            if wanted is None:
+                return None
+            return [(i + 1, uid) for i, uid in enumerate(self.uids) if uid in wanted]
+        numbers = parse_set(sequence_set, self.exists)
+        if numbers is None or not numbers or max(numbers) > self.exists or 0 in numbers:
+            return None  # out of range: the upstream's error is the right answer
+        return [(seq, self.uids[seq - 1]) for seq in sorted(numbers)]
 
 
-def set_size(uid_set: str) -> int:
-    """How many numbers a set like ``3,5:7`` names (no ``*``: VANISHED sets are explicit)."""
-    total = 0
-    for part in uid_set.split(","):
-        low, _, high = part.partition(":")
-        if low.isdigit() and (not high or high.isdigit()):
-            total += abs(int(high or low) - int(low)) + 1
-    return total
+def _uid_in(response: DataResponse) -> int | None:
+    if len(response.args) != 1 or not isinstance(response.args[0], ParenList):
+        return None
+    items = response.args[0].items
+    for name, value in zip(items[::2], items[1::2], strict=False):
+        if isinstance(name, Atom) and name.upper() == "UID" and isinstance(value, Atom) \
+                and value.value.isdigit():
+            return int(value.value)
+    return None
+
+
+MAX_SET = 1 << 20  # numbers a set may expand to before it is left to the upstream
+
+
+def parse_set(text: str, star: int | None) -> set[int] | None:
+    """The numbers of an IMAP set (``1,3:5,7:*``); ``*`` is ``star``. None when it is not a
+    plain set, uses ``*`` with no value for it, or is too large to expand here."""
+    out: set[int] = set()
+    for part in text.split(","):
+        low, sep, high = part.partition(":")
+        bounds: list[int] = []
+        for bound in (low, high) if sep else (low,):
+            if bound == "*" and star is not None:
+                bounds.append(star)
+            elif bound.isdigit() and bound.isascii():
+                bounds.append(int(bound))
+            else:
+                return None
+        a, b = min(bounds), max(bounds)
+        if b - a > MAX_SET or len(out) > MAX_SET:
+            return None
+        out.update(range(a, b + 1))
+    return out
+

@@ -481,8 +481,14 @@ class Session:
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
                               self.write, self.writer.drain, self.config.upstream.prefetch_count)
-        final = await engine.run(command, request)
-        self.write(serialize_response(replace(final, tag=command.tag)))
+        started = time.monotonic()
+        if await engine.run_local(command, request):
+            # Worded as Dovecot words it, with the proxy's own time.
+            took = time.monotonic() - started
+            self.write(status_line(command.tag, "OK", f"Fetch completed ({took:.3f} + 0.000 secs)."))
+        else:
+            final = await engine.run(command, request)
+            self.write(serialize_response(replace(final, tag=command.tag)))
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
                                  self.write, self.writer.drain)

@@ -250,3 +250,49 @@ def test_flags_changed_elsewhere_show_in_content_fetches(seeded: Any, proxy: Run
     got = fetch_map(through, "FETCH 1:3 (FLAGS BODY.PEEK[HEADER])")
     assert b"$Proxy" in got[2][b"FLAGS"] and b"\\Flagged" in got[2][b"FLAGS"]
     assert b"$Proxy" not in got[1][b"FLAGS"]
+
+
+def _upstream_commands(proxy: RunningProxy) -> int:
+    """Commands the (single) session of this proxy has sent upstream so far."""
+    (session,) = list(proxy.app.sessions)
+    assert session.upstream is not None
+    return session.upstream._tag_counter
+
+
+def test_content_of_known_messages_needs_no_upstream_round_trip(
+        seeded: Any, proxy: RunningProxy, raw_factory: Any) -> None:
+    through = raw_factory(proxy.host, proxy.port)
+    direct = raw_factory(seeded.host, seeded.port)
+    for client in (through, direct):
+        client.login(seeded.user, seeded.password)
+        client.ok("SELECT INBOX")
+    through.ok("FETCH 1:* (UID FLAGS)")  # relayed; the proxy learns every UID
+    fetch_map(through, "FETCH 1:* (BODY.PEEK[])")  # bodies now cached
+    asks = ("UID FETCH 7:9 (BODY.PEEK[] BODYSTRUCTURE)", "FETCH 3:5 (UID RFC822.SIZE ENVELOPE)",
+            "FETCH * (BODY.PEEK[HEADER])")
+    before = _upstream_commands(proxy)
+    for ask in asks:
+        assert fetch_map(through, ask) == fetch_map(direct, ask), ask
+    assert _upstream_commands(proxy) == before
+
+    # Another client expunges message 2: the proxy's view follows the upstream's EXPUNGE.
+    other = raw_factory(seeded.host, seeded.port)
+    other.login(seeded.user, seeded.password)
+    other.ok("SELECT INBOX")
+    other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    other.ok("EXPUNGE")
+    assert any(b"EXPUNGE" in r for r in through.ok("NOOP"))
+    direct.ok("NOOP")
+    before = _upstream_commands(proxy)
+    ask = "FETCH 2:4 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) == before
+
+    # A new message: its UID is unknown until the upstream names it, so the upstream is asked.
+    other.ok("APPEND INBOX {16+}\r\nSubject: new\r\n\r\n")
+    through.ok("NOOP")
+    direct.ok("NOOP")
+    before = _upstream_commands(proxy)
+    ask = "FETCH * (UID BODY.PEEK[])"
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) > before
