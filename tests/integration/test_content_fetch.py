@@ -296,3 +296,20 @@ def test_content_of_known_messages_needs_no_upstream_round_trip(
     ask = "FETCH * (UID BODY.PEEK[])"
     assert fetch_map(through, ask) == fetch_map(direct, ask)
     assert _upstream_commands(proxy) > before
+
+
+def test_a_client_reading_one_message_at_a_time_is_served_locally(
+        seeded: Any, proxy: RunningProxy, raw_factory: Any) -> None:
+    through = raw_factory(proxy.host, proxy.port)
+    direct = raw_factory(seeded.host, seeded.port)
+    for client in (through, direct):
+        client.login(seeded.user, seeded.password)
+        client.ok("EXAMINE INBOX")
+    first = fetch_map(through, "UID FETCH 1 (BODY.PEEK[])")  # learns the UIDs, prefetches
+    assert first == fetch_map(direct, "UID FETCH 1 (BODY.PEEK[])")
+    through.ok("NOOP")  # the prefetch is done
+    before = _upstream_commands(proxy)
+    for uid in range(2, 2 + proxy.config.upstream.prefetch_count):
+        ask = f"UID FETCH {uid} (BODY.PEEK[])"
+        assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) == before  # prefetched, and no state round trips
