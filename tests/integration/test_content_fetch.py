@@ -44,6 +44,17 @@ def fetch_map(client: RawClient, command: str) -> dict[int, dict[bytes, bytes]]:
     return out
 
 
+def twin_clients(proxy: RunningProxy, account: Any, raw_factory: Any,
+                 select: str = "EXAMINE INBOX") -> tuple[RawClient, RawClient]:
+    """(through the proxy, direct to Dovecot), both logged in with the mailbox selected."""
+    through = raw_factory(proxy.host, proxy.port)
+    direct = raw_factory(account.host, account.port)
+    for client in (through, direct):
+        client.login(account.user, account.password)
+        client.ok(select)
+    return through, direct
+
+
 @pytest.fixture
 def seeded(account: Any) -> Any:
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)
@@ -55,11 +66,7 @@ def seeded(account: Any) -> Any:
 
 def test_every_item_equals_dovecot(seeded: Any, proxy: RunningProxy,
                                    raw_factory: Any) -> None:
-    direct = raw_factory(seeded.host, seeded.port)
-    through = raw_factory(proxy.host, proxy.port)
-    for client in (direct, through):
-        client.login(seeded.user, seeded.password)
-        client.ok("EXAMINE INBOX")
+    through, direct = twin_clients(proxy, seeded, raw_factory)
     want = fetch_map(direct, f"FETCH 1:* ({ITEMS})")
     cold = fetch_map(through, f"FETCH 1:* ({ITEMS})")
     warm = fetch_map(through, f"UID FETCH 1:* ({ITEMS})")
@@ -172,11 +179,7 @@ def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: Run
     imap.login(account.user, account.password)
     imap.append("INBOX", None, None, big)
     imap.logout()
-    direct = raw_factory(account.host, account.port)
-    through = raw_factory(proxy.host, proxy.port)
-    for client in (direct, through):
-        client.login(account.user, account.password)
-        client.ok("EXAMINE INBOX")
+    through, direct = twin_clients(proxy, account, raw_factory)
     items = "UID FLAGS RFC822.SIZE BODY.PEEK[]"
     want = direct.ok(f"FETCH 1 ({items})")
     cold = through.ok(f"FETCH 1 ({items})")
@@ -261,11 +264,7 @@ def _upstream_commands(proxy: RunningProxy) -> int:
 
 def test_content_of_known_messages_needs_no_upstream_round_trip(
         seeded: Any, proxy: RunningProxy, raw_factory: Any) -> None:
-    through = raw_factory(proxy.host, proxy.port)
-    direct = raw_factory(seeded.host, seeded.port)
-    for client in (through, direct):
-        client.login(seeded.user, seeded.password)
-        client.ok("SELECT INBOX")
+    through, direct = twin_clients(proxy, seeded, raw_factory, "SELECT INBOX")
     through.ok("FETCH 1:* (UID FLAGS)")  # relayed; the proxy learns every UID
     fetch_map(through, "FETCH 1:* (BODY.PEEK[])")  # bodies now cached
     asks = ("UID FETCH 7:9 (BODY.PEEK[] BODYSTRUCTURE)", "FETCH 3:5 (UID RFC822.SIZE ENVELOPE)",
@@ -300,11 +299,7 @@ def test_content_of_known_messages_needs_no_upstream_round_trip(
 
 def test_a_client_reading_one_message_at_a_time_is_served_locally(
         seeded: Any, proxy: RunningProxy, raw_factory: Any) -> None:
-    through = raw_factory(proxy.host, proxy.port)
-    direct = raw_factory(seeded.host, seeded.port)
-    for client in (through, direct):
-        client.login(seeded.user, seeded.password)
-        client.ok("EXAMINE INBOX")
+    through, direct = twin_clients(proxy, seeded, raw_factory)
     first = fetch_map(through, "UID FETCH 1 (BODY.PEEK[])")  # learns the UIDs, prefetches
     assert first == fetch_map(direct, "UID FETCH 1 (BODY.PEEK[])")
     through.ok("NOOP")  # the prefetch is done
