@@ -28,7 +28,12 @@ from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import DataResponse, StatusResponse, serialize_response
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
-from .mailbox import SelectedMailbox, parse_set
+from .mailbox import (
+    SelectedMailbox,
+    all_uids_command,
+    changes_messages,
+    uids_from_search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,27 +138,22 @@ class ContentFetch:
         return True
 
     async def learn_uids(self) -> None:
-        """Every UID of the mailbox in one ``UID SEARCH ALL`` (ESEARCH's compact form when
-        the upstream has it): sequence order is UID order, so this is the whole map. Kept
-        only if nothing changed the mailbox meanwhile."""
-        esearch = "ESEARCH" in self.upstream.capabilities
-        args: tuple[Token, ...] = ((Atom("RETURN"), ParenList((Atom("ALL"),)), Atom("ALL"))
-                                   if esearch else (Atom("ALL"),))
+        """Every UID of the mailbox in one ``UID SEARCH ALL``: sequence order is UID order,
+        so this is the whole map. Kept only if nothing changed the mailbox meanwhile."""
         found: list[int] | None = None
         changed = False
-        async for received in self.upstream.execute(Command("", "SEARCH", args, True)):
+        async for received in self.upstream.execute(all_uids_command(self.upstream)):
             response = received.response
             if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
-                found = _search_uids(response)
+                found = uids_from_search(response)
             elif isinstance(response, StatusResponse) and response.tag is not None:
                 if response.status != "OK":
                     return
             else:
-                changed |= isinstance(response, DataResponse) and response.name in (
-                    "EXISTS", "EXPUNGE", "VANISHED")
+                changed |= changes_messages(response)
                 self.relay(received)
-        if found is not None and not changed and len(found) == self.mailbox.exists:
-            self.mailbox.uids = found
+        if found is not None and not changed:
+            self.mailbox.adopt_uids(found)
 
     async def _internal(self, command: Command, asked: frozenset[str]
                         ) -> tuple[list[tuple[int, dict[str, Token]]], StatusResponse]:
@@ -426,19 +426,6 @@ def _fetch_items(response: object) -> dict[str, Token] | None:
         if isinstance(name, Atom):
             out[name.upper()] = value
     return out
-
-
-def _search_uids(response: DataResponse) -> list[int] | None:
-    """The UIDs of ``* SEARCH 1 2 3`` or ``* ESEARCH (TAG "x") UID ALL 1:3``, ascending."""
-    atoms = [t.value for t in response.args if isinstance(t, Atom)]
-    if response.name == "SEARCH":
-        return sorted(int(a) for a in atoms if a.isdigit())
-    upper = [a.upper() for a in atoms]
-    if "ALL" not in upper:
-        return []  # ESEARCH names no ALL when nothing matched
-    index = upper.index("ALL") + 1
-    numbers = parse_set(atoms[index], None) if index < len(atoms) else None
-    return sorted(numbers) if numbers is not None else None
 
 
 def _int(token: Token | None) -> int | None:

@@ -10,9 +10,11 @@ its answer is mailbox state the upstream could have changed without telling this
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from ..protocol.command import Command
 from ..protocol.response import DataResponse, Response, StatusResponse
-from ..protocol.tokens import Atom, ParenList
+from ..protocol.tokens import Atom, ParenList, Token
 
 
 @dataclass
@@ -43,6 +45,11 @@ class SelectedMailbox:
             self.read_only = True
         elif response.code == "READ-WRITE":
             self.read_only = False
+
+    def adopt_uids(self, uids: list[int]) -> None:
+        """Every UID of the mailbox, in order, as a UID SEARCH ALL answered it."""
+        if len(uids) == self.exists:
+            self.uids = uids
 
     def learn(self, seq: int, uid: int) -> None:
         """The upstream said message ``seq`` has ``uid``."""
@@ -105,6 +112,38 @@ class SelectedMailbox:
         if numbers is None or not numbers or max(numbers) > self.exists or 0 in numbers:
             return None  # out of range: the upstream's error is the right answer
         return [(seq, self.uids[seq - 1]) for seq in sorted(numbers)]
+
+
+class HasCapabilities(Protocol):
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+
+def all_uids_command(upstream: HasCapabilities) -> Command:
+    """``UID SEARCH ALL``, in ESEARCH's compact form (``UID ALL 1:2000``) when offered."""
+    args: tuple[Token, ...] = (Atom("ALL"),)
+    if "ESEARCH" in upstream.capabilities:
+        args = (Atom("RETURN"), ParenList((Atom("ALL"),)), Atom("ALL"))
+    return Command("", "SEARCH", args, uid=True)
+
+
+def uids_from_search(response: DataResponse) -> list[int] | None:
+    """The UIDs of ``* SEARCH 1 2 3`` or ``* ESEARCH (TAG "x") UID ALL 1:3``, ascending."""
+    atoms = [t.value for t in response.args if isinstance(t, Atom)]
+    if response.name == "SEARCH":
+        return sorted(int(a) for a in atoms if a.isdigit())
+    upper = [a.upper() for a in atoms]
+    if "ALL" not in upper:
+        return []  # ESEARCH names no ALL when nothing matched
+    index = upper.index("ALL") + 1
+    numbers = parse_set(atoms[index], None) if index < len(atoms) else None
+    return sorted(numbers) if numbers is not None else None
+
+
+def changes_messages(response: Response | None) -> bool:
+    """A response that adds or removes messages (so a UID list taken meanwhile may be off)."""
+    return isinstance(response, DataResponse) and response.name in (
+        "EXISTS", "EXPUNGE", "VANISHED")
 
 
 def _uid_in(response: DataResponse) -> int | None:

@@ -32,7 +32,6 @@ from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rej
 from ..protocol.response import (
     Continuation,
     DataResponse,
-    Response,
     StatusResponse,
     serialize_response,
 )
@@ -46,7 +45,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
-from .mailbox import SelectedMailbox
+from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
 
@@ -456,17 +455,46 @@ class Session:
         return self.upstream
 
     async def cmd_select(self, command: Command) -> None:
-        """SELECT / EXAMINE, relayed; the answer tells which mailbox content is keyed by."""
+        """SELECT / EXAMINE, relayed; the answer tells which mailbox content is keyed by.
+        With a cache and an upstream that has ESEARCH, ``UID SEARCH RETURN (ALL) ALL`` goes
+        in the same round trip, so content FETCHes need no upstream round trip from the
+        start (see server/mailbox.py)."""
         if not command.args:
             raise BadCommand(f"{command.name} needs a mailbox name")
+        upstream = self._upstream()
         box = SelectedMailbox(string_value(command.args[0]),
                               read_only=command.name == "EXAMINE")
         self.mailbox = self.mailbox_cache = None
-        final = await self.forward(command, observe=box.observe)
-        if final is not None and final.status == "OK":
-            self.mailbox = box
-            if self.user_cache is not None and box.uidvalidity is not None:
-                self.mailbox_cache = await self.user_cache.amailbox(box.name, box.uidvalidity)
+        search = (all_uids_command(upstream) if self.user_cache is not None
+                  and "ESEARCH" in upstream.capabilities else None)
+        final: StatusResponse | None = None
+        found: list[int] | None = None
+        changed = False
+        async for item in upstream.execute(command, then=search):
+            response = item.response
+            tagged = isinstance(response, StatusResponse) and response.tag is not None
+            if final is None:  # the SELECT's own responses
+                box.observe(response)
+                if tagged:
+                    assert isinstance(response, StatusResponse)
+                    final = response
+                    self.relay(item, command.tag)
+                    self._track_state(command, final)
+                    if final.status == "OK":
+                        self.mailbox = box
+                else:
+                    self.relay(item)
+            elif isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
+                found = uids_from_search(response)
+            elif not tagged:  # news after the SELECT: the client's, and the box follows it
+                changed |= changes_messages(response)
+                self.relay(item)
+        if self.mailbox is None:
+            return
+        if found is not None and not changed:
+            box.adopt_uids(found)
+        if self.user_cache is not None and box.uidvalidity is not None:
+            self.mailbox_cache = await self.user_cache.amailbox(box.name, box.uidvalidity)
 
     async def cmd_fetch(self, command: Command) -> None:
         """Content items are computed by the proxy (server/fetch.py); state-only FETCHes
@@ -508,15 +536,11 @@ class Session:
         except Exception:  # prefetching is an optimisation: its failure must not end a session
             log.exception("prefetch failed")
 
-    async def forward(self, command: Command,
-                      observe: Callable[[Response | None], None] | None = None
-                      ) -> StatusResponse | None:
+    async def forward(self, command: Command) -> StatusResponse | None:
         """Run the command upstream, relaying every response; the tagged one gets our tag."""
         upstream = self._upstream()
         final: StatusResponse | None = None
         async for item in upstream.execute(command):
-            if observe is not None:
-                observe(item.response)
             if isinstance(item.response, StatusResponse) and item.response.tag is not None:
                 final = item.response
                 self.relay(item, command.tag)

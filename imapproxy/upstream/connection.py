@@ -244,7 +244,8 @@ class UpstreamConnection:
         return final
 
     async def execute(self, command: Command, *, timeout: float | None = -1.0,
-                      limited: bool = True) -> AsyncIterator[Received]:
+                      limited: bool = True, then: Command | None = None
+                      ) -> AsyncIterator[Received]:
         """Send ``command`` under a fresh tag and yield every response up to its tagged one.
 
         Untagged responses that arrived between commands come first, in order. Continuations
@@ -252,6 +253,9 @@ class UpstreamConnection:
         status. ``timeout`` (seconds without any response) defaults to the command timeout;
         None waits forever (IDLE). ``limited``: counts against the upstream's shared rate and
         concurrency limits (IDLE does not: it would hold a slot for half an hour).
+        ``then``: a second command sent right behind the first, in the same round trip
+        (pipelined; only when neither has a synchronising literal, else it is not sent). Its
+        responses follow the first's tagged one, and end with its own tagged one.
         Raises UpstreamLost / UpstreamUnavailable.
         """
         if timeout == -1.0:
@@ -261,26 +265,33 @@ class UpstreamConnection:
                 raise UpstreamLost("upstream connection lost")
             while self._carried:
                 yield self._carried.pop(0)
-            tag = self._new_tag()
-            chunks = command_chunks(self._adapt_literals(command.with_tag(tag)))
+            tags = [self._new_tag()]
+            chunks = command_chunks(self._adapt_literals(command.with_tag(tags[0])))
+            if then is not None and len(chunks) == 1:
+                tags.append(self._new_tag())
+                then_chunks = command_chunks(self._adapt_literals(then.with_tag(tags[1])))
+                if len(then_chunks) == 1:
+                    chunks = [chunks[0] + then_chunks[0]]
+                else:
+                    tags.pop()
             self._write(chunks[0])
             for chunk in chunks[1:]:
                 while True:
                     item = await self._receive(timeout)
-                    if _stale(item, tag):
+                    if _stale(item, tags):
                         continue
                     if isinstance(item.response, Continuation):
                         break
                     yield item
-                    if item.is_tagged(tag):
+                    if item.is_tagged(tags[0]):
                         return  # the literal was refused
                 self._write(chunk)
             while True:
                 item = await self._receive(timeout)
-                if _stale(item, tag):
+                if _stale(item, tags):
                     continue
                 yield item
-                if item.is_tagged(tag):
+                if item.is_tagged(tags[-1]):
                     return
 
     def carry(self, item: Received) -> None:
@@ -354,10 +365,11 @@ class UpstreamConnection:
             transport.close()
 
 
-def _stale(item: Received, tag: str) -> bool:
+def _stale(item: Received, tags: list[str]) -> bool:
     """A tagged answer to an earlier command (one abandoned mid-way): never the current one's."""
     response = item.response
-    if isinstance(response, StatusResponse) and response.tag is not None and response.tag != tag:
+    if isinstance(response, StatusResponse) and response.tag is not None \
+            and response.tag not in tags:
         log.warning("dropping a late answer to upstream command %s", response.tag)
         return True
     return False

@@ -308,3 +308,13 @@ def test_a_client_reading_one_message_at_a_time_is_served_locally(
         ask = f"UID FETCH {uid} (BODY.PEEK[])"
         assert fetch_map(through, ask) == fetch_map(direct, ask)
     assert _upstream_commands(proxy) == before  # prefetched, and no state round trips
+
+
+def test_select_learns_every_uid_in_the_same_round_trip(seeded: Any, proxy: RunningProxy,
+                                                        raw_factory: Any) -> None:
+    through, direct = twin_clients(proxy, seeded, raw_factory, "SELECT INBOX")
+    (session,) = list(proxy.app.sessions)
+    assert session.mailbox is not None
+    assert session.mailbox.uids_complete and len(session.mailbox.uids) == COUNT
+    # The client saw exactly what Dovecot says to SELECT (the UID SEARCH stayed internal).
+    assert through.ok("SELECT INBOX") == direct.ok("SELECT INBOX")
