@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 from .framing import tag_of
-from .tokens import Token, TokenReader, bracket_end, write_tokens
+from .tokens import Atom, ParenList, Token, TokenReader, bracket_end, write_tokens
 
 STATUSES = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
 _WORD = re.compile(rb"[A-Za-z0-9.\-=]+")
@@ -134,3 +134,21 @@ def serialize_response(response: Response) -> bytes:
             write_tokens(response.args, out)
     out += b"\r\n"
     return bytes(out)
+
+
+def fetch_attributes(response: Response | None) -> dict[str, Token] | None:
+    """``* n FETCH (NAME value ...)`` as {NAME: value} (names upper case); None for any other
+    response."""
+    if not isinstance(response, DataResponse) or response.name != "FETCH" \
+            or len(response.args) != 1 or not isinstance(response.args[0], ParenList):
+        return None
+    tokens = response.args[0].items
+    return {name.upper(): value for name, value in zip(tokens[::2], tokens[1::2], strict=False)
+            if isinstance(name, Atom)}
+
+
+def number_value(token: Token | None) -> int | None:
+    """The number an atom like ``42`` holds, else None."""
+    if isinstance(token, Atom) and token.value.isdigit() and token.value.isascii():
+        return int(token.value)
+    return None

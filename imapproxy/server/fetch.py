@@ -25,7 +25,13 @@ from ..mime.render import (
 )
 from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
-from ..protocol.response import DataResponse, StatusResponse, serialize_response
+from ..protocol.response import (
+    DataResponse,
+    StatusResponse,
+    fetch_attributes,
+    number_value,
+    serialize_response,
+)
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
 from .mailbox import (
@@ -104,9 +110,9 @@ class ContentFetch:
         rows: list[Row] = []
         answers, final = await self._internal(command, asked)
         for seq, items in answers:
-            uid = _int(items.pop("UID"))
+            uid = number_value(items.pop("UID"))
             if uid is not None:
-                size = _int(items.pop("RFC822.SIZE", None)) or 0
+                size = number_value(items.pop("RFC822.SIZE", None)) or 0
                 rows.append(Row(seq, uid, items, size))
                 self.mailbox.learn(seq, uid)
         return rows, final
@@ -167,7 +173,7 @@ class ContentFetch:
             if isinstance(response, StatusResponse) and response.tag is not None:
                 final = response
                 continue
-            items = _fetch_items(response)
+            items = fetch_attributes(response)
             if items is None or "UID" not in items or not isinstance(response, DataResponse) \
                     or response.number is None:
                 self.relay(received)
@@ -270,7 +276,7 @@ class ContentFetch:
         answers, _ = await self._internal(command, frozenset({"UID", "BODY[]"}))
         out: dict[int, bytes] = {}
         for _, items in answers:
-            uid, body = _int(items.get("UID")), items.get("BODY[]")
+            uid, body = number_value(items.get("UID")), items.get("BODY[]")
             if uid is not None and isinstance(body, (Literal, Quoted)):
                 out[uid] = body.value
         if self.cache is not None:
@@ -292,7 +298,7 @@ class ContentFetch:
         by_uid = {r.uid: r for r in unseen}
         answers, _ = await self._internal(command, frozenset({"UID", *UNSOLICITED_STATE}))
         for seq, items in answers:
-            row = by_uid.get(_int(items.get("UID")) or 0)
+            row = by_uid.get(number_value(items.get("UID")) or 0)
             if row is not None and "FLAGS" in items:
                 row.state["FLAGS"] = items["FLAGS"]
                 row.flags_changed = True
@@ -413,25 +419,6 @@ def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Receive
             tokens += [Atom(name), value]
     response = DataResponse(seq, "FETCH", (ParenList(tuple(tokens)),))
     return Received(serialize_response(response), response)
-
-
-def _fetch_items(response: object) -> dict[str, Token] | None:
-    """``* n FETCH (NAME value ...)`` as {NAME: value}, or None for other responses."""
-    if not isinstance(response, DataResponse) or response.name != "FETCH" \
-            or len(response.args) != 1 or not isinstance(response.args[0], ParenList):
-        return None
-    tokens = response.args[0].items
-    out: dict[str, Token] = {}
-    for name, value in zip(tokens[::2], tokens[1::2], strict=False):
-        if isinstance(name, Atom):
-            out[name.upper()] = value
-    return out
-
-
-def _int(token: Token | None) -> int | None:
-    if isinstance(token, Atom) and token.value.isdigit():
-        return int(token.value)
-    return None
 
 
 def _flag_names(token: Token | None) -> set[str]:

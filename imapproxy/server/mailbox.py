@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..protocol.command import Command
-from ..protocol.response import DataResponse, Response, StatusResponse
+from ..protocol.response import (
+    DataResponse,
+    Response,
+    StatusResponse,
+    fetch_attributes,
+    number_value,
+)
 from ..protocol.tokens import Atom, ParenList, Token
 
 
@@ -66,7 +72,7 @@ class SelectedMailbox:
             self.exists = number
             del self.uids[number:]
         elif response.name == "FETCH" and number is not None:
-            uid = _uid_in(response)
+            uid = number_value((fetch_attributes(response) or {}).get("UID"))
             if uid is not None:
                 self.learn(number, uid)
         elif self.exists is None:
@@ -144,17 +150,6 @@ def changes_messages(response: Response | None) -> bool:
     """A response that adds or removes messages (so a UID list taken meanwhile may be off)."""
     return isinstance(response, DataResponse) and response.name in (
         "EXISTS", "EXPUNGE", "VANISHED")
-
-
-def _uid_in(response: DataResponse) -> int | None:
-    if len(response.args) != 1 or not isinstance(response.args[0], ParenList):
-        return None
-    items = response.args[0].items
-    for name, value in zip(items[::2], items[1::2], strict=False):
-        if isinstance(name, Atom) and name.upper() == "UID" and isinstance(value, Atom) \
-                and value.value.isdigit():
-            return int(value.value)
-    return None
 
 
 MAX_SET = 1 << 20  # numbers a set may expand to before it is left to the upstream
