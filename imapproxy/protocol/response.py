@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from .errors import ProtocolError
 from .framing import tag_of
@@ -134,6 +135,11 @@ def serialize_response(response: Response) -> bytes:
             write_tokens(response.args, out)
     out += b"\r\n"
     return bytes(out)
+
+
+def is_final(response: Response | None) -> TypeGuard[StatusResponse]:
+    """A tagged status: the last response of a command's answer."""
+    return isinstance(response, StatusResponse) and response.tag is not None
 
 
 def fetch_attributes(response: Response | None) -> dict[str, Token] | None:

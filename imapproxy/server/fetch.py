@@ -29,6 +29,7 @@ from ..protocol.response import (
     DataResponse,
     StatusResponse,
     fetch_attributes,
+    is_final,
     number_value,
     serialize_response,
 )
@@ -152,7 +153,7 @@ class ContentFetch:
             response = received.response
             if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
                 found = uids_from_search(response)
-            elif isinstance(response, StatusResponse) and response.tag is not None:
+            elif is_final(response):
                 if response.status != "OK":
                     return
             else:
@@ -170,7 +171,7 @@ class ContentFetch:
         final: StatusResponse | None = None
         async for received in self.upstream.execute(command):
             response = received.response
-            if isinstance(response, StatusResponse) and response.tag is not None:
+            if is_final(response):
                 final = response
                 continue
             items = fetch_attributes(response)

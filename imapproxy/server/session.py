@@ -33,6 +33,7 @@ from ..protocol.response import (
     Continuation,
     DataResponse,
     StatusResponse,
+    is_final,
     serialize_response,
 )
 from ..protocol.tokens import Atom, ParenList, is_nil, string_value
@@ -417,7 +418,7 @@ class Session:
                     if isinstance(item.response, Continuation) and not idling:
                         idling = True
                         self.write(b"+ idling\r\n")
-                    elif isinstance(item.response, StatusResponse) and item.response.tag:
+                    elif is_final(item.response):
                         if bad_end:
                             self.write(status_line(command.tag, "BAD", "Expected DONE."))
                         else:
@@ -472,11 +473,9 @@ class Session:
         changed = False
         async for item in upstream.execute(command, then=search):
             response = item.response
-            tagged = isinstance(response, StatusResponse) and response.tag is not None
             if final is None:  # the SELECT's own responses
                 box.observe(response)
-                if tagged:
-                    assert isinstance(response, StatusResponse)
+                if is_final(response):
                     final = response
                     self.relay(item, command.tag)
                     self._track_state(command, final)
@@ -486,7 +485,7 @@ class Session:
                     self.relay(item)
             elif isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
                 found = uids_from_search(response)
-            elif not tagged:  # news after the SELECT: the client's, and the box follows it
+            elif not is_final(response):  # news after the SELECT: the client's, the box follows
                 changed |= changes_messages(response)
                 self.relay(item)
         if self.mailbox is None:
@@ -541,7 +540,7 @@ class Session:
         upstream = self._upstream()
         final: StatusResponse | None = None
         async for item in upstream.execute(command):
-            if isinstance(item.response, StatusResponse) and item.response.tag is not None:
+            if is_final(item.response):
                 final = item.response
                 self.relay(item, command.tag)
             else:

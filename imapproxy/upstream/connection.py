@@ -26,7 +26,7 @@ from ..errors import UpstreamLost, UpstreamUnavailable
 from ..protocol.command import Command, command_chunks
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import Frame, Framer
-from ..protocol.response import Continuation, Response, StatusResponse, parse_response
+from ..protocol.response import Continuation, Response, StatusResponse, is_final, parse_response
 from ..protocol.tokens import Atom, Literal, ParenList, Token, astring_token
 from .limits import UNLIMITED, UpstreamLimiter
 
@@ -216,7 +216,7 @@ class UpstreamConnection:
         async for item in self.execute(Command("", "AUTHENTICATE", (Atom("PLAIN"),))):
             if isinstance(item.response, Continuation):
                 self.send_line(initial.encode())
-            elif isinstance(item.response, StatusResponse) and item.response.tag is not None:
+            elif is_final(item.response):
                 final = item.response
         assert final is not None
         return final
@@ -238,7 +238,7 @@ class UpstreamConnection:
         """Run a command for its tagged status alone (untagged responses are discarded)."""
         final: StatusResponse | None = None
         async for item in self.execute(command):
-            if isinstance(item.response, StatusResponse) and item.response.tag is not None:
+            if is_final(item.response):
                 final = item.response
         assert final is not None
         return final
