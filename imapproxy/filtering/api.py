@@ -1,0 +1,54 @@
+"""The contract between the proxy and a message filter.
+
+A message filter turns the upstream's message bytes into the bytes a client sees (or leaves
+them alone). Everything a client can ask about a message (RFC822.SIZE, BODYSTRUCTURE,
+ENVELOPE, sections, BINARY, SEARCH) is then computed from the filtered bytes, so filters only
+ever deal with whole messages, never with protocol items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class FilterError(Exception):
+    """A filter could not process one message: it is served unfiltered and the error logged."""
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """Who the message is for; filters that hold per-user material (PGP keys) need it."""
+
+    user: str
+    mailbox: str = ""
+    uid: int = 0
+    client_id: Mapping[str, str] = field(default_factory=dict)  # the client's ID fields
+
+
+@runtime_checkable
+class MessageFilter(Protocol):
+    """One step of the chain.
+
+    ``name`` and ``version`` and ``fingerprint()`` together identify the output: the proxy
+    keys cached filtered bytes on them, so a new version or setting never serves stale output.
+    ``apply`` must be a pure function of (raw, settings, context.user): the same input gives
+    the same output. It returns ``None`` when the message is left alone (the cheap, common
+    answer), or the new message bytes (CRLF line ends). It may raise ``FilterError`` (or any
+    exception): the proxy then serves the message as it was before this filter and logs why.
+    ``cache_output`` False means the output must never be written to disk (decrypted
+    plaintext): the proxy keeps it in memory only.
+    """
+
+    name: str
+    version: str
+    cache_output: bool
+
+    def fingerprint(self) -> str:
+        """A stable digest of the settings that change the output."""
+        ...
+
+    def apply(self, raw: bytes, context: FilterContext) -> bytes | None:
+        """The filtered message, or None when this message is left unchanged."""
+        ...
