@@ -8,9 +8,9 @@ ever deal with whole messages, never with protocol items.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class FilterError(Exception):
@@ -52,3 +52,9 @@ class MessageFilter(Protocol):
     def apply(self, raw: bytes, context: FilterContext) -> bytes | None:
         """The filtered message, or None when this message is left unchanged."""
         ...
+
+
+# What the ``imapproxy.filters`` entry-point group names: a callable that takes the filter's
+# TOML table (``[filters.NAME]``, {} when absent) and returns the configured filter. It raises
+# ValueError with a readable message for a bad setting (the config loader reports it).
+FilterFactory = Callable[[Mapping[str, Any]], MessageFilter]
