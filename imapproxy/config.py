@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import platformdirs
 
+from .filtering.names import CLIENT_FIXUPS, SERVER_QUIRKS
+
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
 
@@ -43,6 +45,7 @@ class UpstreamConfig:
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
+    quirks: tuple[str, ...] = ()  # server fixups (imapproxy/filtering/names.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ListenerConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     allow_plaintext_auth: bool = False  # loopback clients are always allowed
+    filters: tuple[str, ...] = ()  # message filters, in order (docs/filters.md)
+    fixups: tuple[str, ...] = ()  # client fixups
 
     @property
     def bind(self) -> str:
@@ -75,6 +80,19 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class FilterRule:
+    """``[[filter_rule]]``: for sessions whose user and client ID name match (shell-style
+    globs, case-insensitive; an absent key matches anything), ``filters`` / ``fixups``
+    replace the listener's. The first matching rule wins."""
+
+    user: str | None = None
+    client_name: str | None = None
+    listener: str | None = None  # a listener's bind, e.g. "0.0.0.0:1993"
+    filters: tuple[str, ...] | None = None
+    fixups: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
@@ -82,6 +100,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    filter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filters.NAME]
+    filter_rules: tuple[FilterRule, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,10 +225,12 @@ class Overrides:
     log_level: str | None = None
 
 
-_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
+_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters", "filter_rule")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands")
-_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
+                  "prefetch_count", "rate_limit", "max_concurrent_commands", "quirks")
+_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
+                  "fixups")
+_RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
 _CACHE_KEYS = ("dir", "max_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
 
@@ -304,6 +326,21 @@ class _Table:
             raise ConfigError(self.name(key), "must not be empty")
         return self.base / Path(value).expanduser()
 
+    def names(self, key: str, allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:
+        """An array of names (filters, fixups, quirks); ``allowed`` checks them."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.name(key), "must be an array of names, e.g. [\"a\", \"b\"]")
+        for name in value:
+            if allowed is not None and name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(self.name(key), f"unknown name {name!r}{extra}; known: "
+                                  f"{', '.join(sorted(allowed))}")
+        return tuple(value)
+
     def subtable(self, key: str, known: tuple[str, ...]) -> _Table | None:
         value = self.data.get(key)
         if value is None:
@@ -327,6 +364,8 @@ class _ListenerDraft:
     cert_setting: str = ""
     key_setting: str = ""
     allow_plaintext_auth: bool = False
+    filters: tuple[str, ...] = ()
+    fixups: tuple[str, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -435,6 +474,8 @@ def _file_listeners(root: _Table) -> list[_ListenerDraft]:
                 cert_setting=table.name("cert_file"),
                 key_setting=table.name("key_file") if key else table.name("cert_file"),
                 allow_plaintext_auth=bool(table.boolean("allow_plaintext_auth")),
+                filters=table.names("filters") or (),
+                fixups=table.names("fixups", CLIENT_FIXUPS) or (),
             )
         )
     return drafts
@@ -521,6 +562,8 @@ def _finish_listeners(drafts: list[_ListenerDraft]) -> tuple[ListenerConfig, ...
                 cert_file=draft.cert_file,
                 key_file=draft.key_file,
                 allow_plaintext_auth=draft.allow_plaintext_auth,
+                filters=draft.filters,
+                fixups=draft.fixups,
             )
         )
     return tuple(result)
@@ -557,6 +600,7 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),
+        quirks=table.names("quirks", SERVER_QUIRKS) or (),
     )
 
 
@@ -615,8 +659,6 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     data: dict[str, Any] = {} if path is None else _read_toml(path)
     base = Path(".") if path is None else path.parent
     root = _Table(data, "", _TOP_KEYS, base)
-    if "filters" in data:
-        raise ConfigError("filters", "filters are not supported yet; remove the [filters] table")
 
     upstream = _load_upstream(root, overrides)
     listeners = _finish_listeners(_merge_listeners(_file_listeners(root), overrides))
@@ -630,6 +672,9 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     else:
         log_level = _log_level(root.string("log_level") or Config.log_level, "log_level")
 
+    filter_settings = _filter_settings(root)
+    rules = _filter_rules(root)
+    _check_filters(listeners, rules, filter_settings)
     return Config(
         upstream=upstream,
         listeners=listeners,
@@ -637,4 +682,50 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         limits=limits,
         log_level=log_level,
         cache=_load_cache(cache),
+        filter_settings=filter_settings,
+        filter_rules=rules,
     )
+
+
+def _filter_settings(root: _Table) -> dict[str, dict[str, Any]]:
+    """``[filters.NAME]`` tables, given as they are to the filter's factory."""
+    raw = root.data.get("filters", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError("filters", "must hold one table per filter: [filters.NAME]")
+    return {name: dict(table) for name, table in raw.items()}
+
+
+def _filter_rules(root: _Table) -> tuple[FilterRule, ...]:
+    raw = root.data.get("filter_rule", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError("filter_rule", "must be an array of tables: [[filter_rule]]")
+    rules = []
+    for index, item in enumerate(raw):
+        table = _Table(item, f"filter_rule[{index}]", _RULE_KEYS, root.base)
+        rules.append(FilterRule(user=table.string("user"),
+                                client_name=table.string("client_name"),
+                                listener=table.string("listener"),
+                                filters=table.names("filters"),
+                                fixups=table.names("fixups", CLIENT_FIXUPS)))
+    return tuple(rules)
+
+
+def _check_filters(listeners: tuple[ListenerConfig, ...], rules: tuple[FilterRule, ...],
+                   settings: dict[str, dict[str, Any]]) -> None:
+    """Every filter named anywhere loads and accepts its settings, now rather than at the
+    first message."""
+    from .filtering.registry import FilterSetupError, create
+
+    named = [(f"listener[{i}].filters", n) for i, li in enumerate(listeners) for n in li.filters]
+    named += [(f"filter_rule[{i}].filters", n) for i, r in enumerate(rules)
+              for n in r.filters or ()]
+    named += [(f"filters.{n}", n) for n in settings]
+    done: set[str] = set()
+    for setting, name in named:
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            create(name, settings.get(name, {}))
+        except FilterSetupError as exc:
+            raise ConfigError(setting, str(exc)) from None

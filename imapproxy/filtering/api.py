@@ -54,6 +54,17 @@ class MessageFilter(Protocol):
         ...
 
 
+@runtime_checkable
+class AppendFilter(Protocol):
+    """A message filter that also rewrites messages a client APPENDs (e.g. encrypting them
+    to the user's key before they reach the upstream). ``context.mailbox`` is the target
+    mailbox; None leaves the message as it is. The proxy answers the APPEND only after the
+    upstream stored what this returned."""
+
+    def apply_append(self, raw: bytes, context: FilterContext) -> bytes | None:
+        ...
+
+
 # What the ``imapproxy.filters`` entry-point group names: a callable that takes the filter's
 # TOML table (``[filters.NAME]``, {} when absent) and returns the configured filter. It raises
 # ValueError with a readable message for a bad setting (the config loader reports it).

@@ -12,6 +12,7 @@ import ssl
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
 from ..upstream.limits import UpstreamLimiter
+from .filter_hooks import Filtering
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.filtering = Filtering.from_config(config)  # built once: filters, variant LRU
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -71,7 +73,8 @@ class ProxyApp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
+                          self.filtering)
         self.sessions.add(session)
         try:
             await session.run()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..cache import IndexEntry, MailboxCache, MessageStream
 from ..errors import UpstreamUnavailable
+from ..filtering.content import FilteredContent
 from ..mime.part import HAS_NULS, Part
 from ..mime.render import (
     load_structure,
@@ -27,6 +28,7 @@ from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import (
     DataResponse,
+    Response,
     StatusResponse,
     fetch_attributes,
     is_final,
@@ -66,6 +68,7 @@ class Row:
 Relay = Callable[[Received], None]
 Write = Callable[[bytes], None]
 Drain = Callable[[], Awaitable[None]]
+RenderHook = Callable[[FetchItem, tuple[bytes, bytes]], tuple[bytes, bytes]]
 # Mailbox state a server may attach to any FETCH response unasked (RFC 3501 7.4.2): passed on.
 UNSOLICITED_STATE = ("FLAGS", "MODSEQ")
 
@@ -75,7 +78,8 @@ class ContentFetch:
 
     def __init__(self, upstream: UpstreamConnection, cache: MailboxCache | None,
                  mailbox: SelectedMailbox, relay: Relay, write: Write, drain: Drain,
-                 prefetch_count: int = 0) -> None:
+                 prefetch_count: int = 0, filtered: FilteredContent | None = None,
+                 render_hook: RenderHook | None = None) -> None:
         self.upstream = upstream
         self.cache = cache
         self.mailbox = mailbox
@@ -84,6 +88,10 @@ class ContentFetch:
         self.drain = drain
         self.prefetch_count = prefetch_count
         self.missed = False  # some body was not cached: the client reads cold, prefetch
+        # With a filter chain every content item comes from the filtered bytes.
+        self.filtered = filtered
+        self.render_hook = render_hook  # client fixups that adjust one rendered item
+        self.uid_by_sequence = False  # quirk fetch-without-uid: a FETCH without UID is named
 
     async def run(self, command: Command, request: FetchRequest) -> StatusResponse:
         sets_seen = not self.mailbox.read_only and any(i.sets_seen for i in request.items)
@@ -97,6 +105,8 @@ class ContentFetch:
                                    ParenList(tuple(Atom(n) for n in state_names)))
         if request.modifiers:
             args += (ParenList(request.modifiers),)
+        if self.uid_by_sequence and not self.mailbox.uids_complete:
+            await self.learn_uids()
         rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
                                              frozenset(state_names))
         if final.status != "OK":
@@ -175,6 +185,8 @@ class ContentFetch:
                 final = response
                 continue
             items = fetch_attributes(response)
+            if items is not None and "UID" not in items and self.uid_by_sequence:
+                items = self._with_known_uid(response, items)
             if items is None or "UID" not in items or not isinstance(response, DataResponse) \
                     or response.number is None:
                 self.relay(received)
@@ -185,6 +197,15 @@ class ContentFetch:
             answers.append((response.number, items))
         assert final is not None
         return answers, final
+
+    def _with_known_uid(self, response: Response | None, items: dict[str, Token]
+                        ) -> dict[str, Token]:
+        """A FETCH response without UID (a server quirk), given the UID the session knows
+        for its sequence number."""
+        seq = response.number if isinstance(response, DataResponse) else None
+        if seq is not None and 0 < seq <= len(self.mailbox.uids):
+            items["UID"] = Atom(str(self.mailbox.uids[seq - 1]))
+        return items
 
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
@@ -209,7 +230,7 @@ class ContentFetch:
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
-                render = _Renderer(raw, structures.get(row.uid, b""))
+                render = _Renderer(raw, structures.get(row.uid, b""), self.render_hook)
                 self.write(_fetch_response(row, request.items, render, by_uid))
             await self.drain()
         finally:
@@ -221,7 +242,8 @@ class ContentFetch:
         """Cached large messages whose answer needs nothing but their whole bytes, stored
         exactly as served (CRLF, no NUL): those are copied from the cache file to the client
         in chunks, never held in memory whole. ``fetched``: bodies just read from upstream."""
-        if self.cache is None or not all(_whole_message(i) for i in request.items):
+        if self.cache is None or self.filtered is not None \
+                or not all(_whole_message(i) for i in request.items):
             return {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
         if fetched is not None:
@@ -258,7 +280,16 @@ class ContentFetch:
             await self.drain()
         self.write(tail)
 
+    async def message_bytes(self, uids: list[int]) -> dict[int, bytes]:
+        """The bytes the client sees of ``uids`` (filtered with a chain), cached or fetched."""
+        return await self._bodies(uids)
+
     async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
+        if self.filtered is not None:
+            return await self.filtered.bodies(uids, self._raw_bodies)
+        return await self._raw_bodies(uids)
+
+    async def _raw_bodies(self, uids: list[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
         if self.cache is not None:
             for uid, data in (await self.cache.aget_many(uids)).items():
@@ -309,6 +340,8 @@ class ContentFetch:
     async def _structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
         """The parsed MIME structure of each message: from the index (written when the body
         was fetched), else parsed now."""
+        if self.filtered is not None:
+            return await self.filtered.structures(bodies)
         known: dict[int, bytes] = {}
         if self.cache is not None and bodies:
             index = await self.cache.aindex(list(bodies))
@@ -391,12 +424,17 @@ def stored_as_served(structure: bytes, size: int | None) -> bool:
 class _Renderer:
     """Content items of one message; its structure is loaded from the blob on first use."""
 
-    def __init__(self, raw: bytes, structure: bytes) -> None:
+    def __init__(self, raw: bytes, structure: bytes, hook: RenderHook | None = None) -> None:
         self.raw = raw
         self.structure = structure
+        self.hook = hook
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        rendered = self._render(item)
+        return rendered if self.hook is None else self.hook(item, rendered)
+
+    def _render(self, item: FetchItem) -> tuple[bytes, bytes]:
         quick = whole_message_item(item, self.raw)
         if quick is not None:
             return quick

@@ -46,6 +46,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .filter_hooks import Filtering, SessionHooks
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED,
+                 filtering: Filtering | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -119,6 +121,7 @@ class Session:
         self.framer = self._new_framer()
         self.started = time.monotonic()
         self._closing = False
+        self.hooks = SessionHooks(self, filtering)  # filter chain, fixups, quirks
 
     def _new_framer(self) -> Framer:
         limits = self.config.limits
@@ -239,8 +242,11 @@ class Session:
         if self.state not in spec[0]:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
-        handler = self._local_handlers().get(command.name, self.forward)
         await self._settle_prefetch()
+        command = await self.hooks.rewrite(command)
+        handler: Callable[[Command], Awaitable[object]] | None = self.hooks.handler(command)
+        if handler is None:
+            handler = self._local_handlers().get(command.name, self.forward)
         await handler(command)
 
     def _upstream_has(self, capability: str) -> bool:
@@ -371,6 +377,7 @@ class Session:
                                    or "Authentication failed.", code))
             return
         self.upstream = upstream
+        self.hooks.after_login(upstream)
         self.user = shown
         self.state = State.AUTHENTICATED
         if self.cache is not None:
@@ -502,12 +509,14 @@ class Session:
             request = parse_fetch_items(command.args)
         except ProtocolError as exc:
             raise BadCommand(f"Error in FETCH: {exc}") from None
-        if not request.has_content or self.mailbox is None:
+        if not (request.has_content or self.hooks.size_from_bytes()) or self.mailbox is None:
             await self.forward(command)
             return
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
-                              self.write, self.writer.drain, self.config.upstream.prefetch_count)
+                              self.write, self.writer.drain, self.config.upstream.prefetch_count,
+                              await self.hooks.content(), self.hooks.render_hook)
+        engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
         started = time.monotonic()
         if await engine.run_local(command, request):
             # Worded as Dovecot words it, with the proxy's own time.
@@ -564,6 +573,10 @@ class Session:
         response = item.response
         if self.mailbox is not None:
             self.mailbox.observe(response)
+        shown = self.hooks.on_relay(item)
+        if shown is None:
+            return
+        item, response = shown, shown.response
         if isinstance(response, DataResponse) and response.name == "CAPABILITY":
             self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
             return

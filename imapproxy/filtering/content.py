@@ -1,0 +1,137 @@
+"""Filtered message bytes for the content engine, cached under the chain's identity.
+
+The raw upstream bytes stay in the message cache as always. The filtered variant of a
+message is kept:
+
+- on disk, in the same user cache, as a mailbox of its own whose key is the real mailbox
+  key, a NUL (never part of an IMAP name) and the chain identity: same UIDVALIDITY rule,
+  same LRU, same integrity checks, and its index holds the filtered structure;
+- or, when a filter of the chain says ``cache_output = False`` (decrypted plaintext), only
+  in a bounded in-memory LRU shared by the process (``MemoryVariants``), never on disk.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from ..cache import IndexEntry, MailboxCache, UserCache
+from ..cache.store import mailbox_key
+from ..mime.render import structure_blob
+from .api import FilterContext
+from .chain import FilterChain
+
+RawBodies = Callable[[list[int]], Awaitable[dict[int, bytes]]]
+MemoryKey = tuple[str, bytes, int, int, str]  # user key, mailbox, UIDVALIDITY, UID, chain
+
+
+def variant_mailbox(name: bytes, identity: str) -> bytes:
+    """The cache mailbox that holds ``name``'s messages as filtered by chain ``identity``."""
+    return mailbox_key(name) + b"\0filtered:" + identity.encode("ascii")
+
+
+class MemoryVariants:
+    """Filtered bytes (and their structure) that must never reach the disk, least recently
+    used dropped first beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[MemoryKey, tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, key: MemoryKey) -> tuple[bytes, bytes] | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: MemoryKey, data: bytes, structure: bytes) -> None:
+        cost = len(data) + len(structure)
+        if cost > self.max_bytes // 4:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old[0]) + len(old[1])
+        self._items[key] = (data, structure)
+        self.size += cost
+        while self.size > self.max_bytes:
+            _, (d, s) = self._items.popitem(last=False)
+            self.size -= len(d) + len(s)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class FilteredContent:
+    """The filtered messages of one selected mailbox, for one chain."""
+
+    def __init__(self, chain: FilterChain, context: FilterContext, user_key: str,
+                 uidvalidity: int, memory: MemoryVariants,
+                 disk: MailboxCache | None = None) -> None:
+        self.chain = chain
+        self.context = context
+        self.disk = disk if chain.cache_output else None
+        self.memory = memory
+        self._key = (user_key, context.mailbox.encode("utf-8", "surrogateescape"), uidvalidity)
+        self._structures: dict[int, bytes] = {}
+
+    @classmethod
+    async def open(cls, chain: FilterChain, context: FilterContext, user_key: str,
+                   uidvalidity: int, memory: MemoryVariants,
+                   user_cache: UserCache | None) -> FilteredContent:
+        disk = None
+        if user_cache is not None and chain.cache_output:
+            name = variant_mailbox(context.mailbox.encode("utf-8", "surrogateescape"),
+                                   chain.identity)
+            disk = await user_cache.amailbox(name, uidvalidity)
+        return cls(chain, context, user_key, uidvalidity, memory, disk)
+
+    def _memory_key(self, uid: int) -> MemoryKey:
+        return (*self._key, uid, self.chain.identity)
+
+    async def bodies(self, uids: list[int], raw_bodies: RawBodies) -> dict[int, bytes]:
+        """Filtered bytes of ``uids``: cached, else filtered now from the raw bytes
+        ``raw_bodies`` gives (the cache or the upstream)."""
+        found: dict[int, bytes] = {}
+        if self.disk is not None:
+            found = {uid: data for uid, data in (await self.disk.aget_many(uids)).items()
+                     if data is not None}
+        elif self.chain:
+            for uid in uids:
+                hit = self.memory.get(self._memory_key(uid))
+                if hit is not None:
+                    found[uid] = hit[0]
+                    self._structures[uid] = hit[1]
+        missing = [uid for uid in uids if uid not in found]
+        if not missing:
+            return found
+        raw = await raw_bodies(missing)
+        made = {uid: self.chain.apply(data, replace(self.context, uid=uid))
+                for uid, data in raw.items()}
+        structures = {uid: structure_blob(data) for uid, data in made.items()}
+        self._structures.update(structures)
+        if self.disk is not None:
+            for uid, data in made.items():
+                await self.disk.aput(uid, data)
+            await self.disk.aupdate_index(
+                IndexEntry(uid, size=len(data), internaldate=None, structure=structures[uid])
+                for uid, data in made.items())
+        else:
+            for uid, data in made.items():
+                self.memory.put(self._memory_key(uid), data, structures[uid])
+        found.update(made)
+        return found
+
+    async def structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
+        """The part tree of each filtered message: known from filtering or the variant's
+        index, else parsed now."""
+        known = {uid: self._structures[uid] for uid in bodies if uid in self._structures}
+        rest = [uid for uid in bodies if uid not in known]
+        if self.disk is not None and rest:
+            index = await self.disk.aindex(rest)
+            known.update({uid: e.structure for uid, e in index.items() if e.structure})
+        for uid, raw in bodies.items():
+            if uid not in known:
+                known[uid] = structure_blob(raw)
+        return known
