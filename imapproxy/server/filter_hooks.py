@@ -141,12 +141,13 @@ class SessionHooks:
                 or not self.fixup("netscape-eoh"):
             return rendered
         head, sep, data = value.partition(b"}\r\n")
-        if sep and head.startswith(b"{") and not data.endswith(b"\r\n\r\n") and data != b"\r\n":
-            data += b"\r\n"
-            return name, b"{%d}\r\n" % len(data) + data
         if value == b'""':
-            return name, b"{2}\r\n\r\n"
-        return rendered
+            head, sep, data = b"{", b"}\r\n", b""
+        if not sep or not head.startswith(b"{") or data.endswith(b"\r\n\r\n") \
+                or data == b"\r\n":
+            return rendered
+        data += b"\r\n" if data.endswith(b"\r\n") or not data else b"\r\n\r\n"
+        return name, b"{%d}\r\n" % len(data) + data
 
     # --- responses -----------------------------------------------------------------------
 

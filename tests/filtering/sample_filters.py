@@ -7,8 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from imapproxy.filtering import FilterContext, FilterError
-from imapproxy.filtering import registry
+from imapproxy.filtering import FilterContext, FilterError, registry
 
 
 class TagFilter:
