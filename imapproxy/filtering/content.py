@@ -93,6 +93,7 @@ class FilteredContent:
     async def bodies(self, uids: list[int], raw_bodies: RawBodies) -> dict[int, bytes]:
         """Filtered bytes of ``uids``: cached, else filtered now from the raw bytes
         ``raw_bodies`` gives (the cache or the upstream)."""
+        self._structures = {}  # only this call's: structures() follows for the same uids
         found: dict[int, bytes] = {}
         if self.disk is not None:
             found = {uid: data for uid, data in (await self.disk.aget_many(uids)).items()

@@ -18,7 +18,7 @@ from ..filtering.search import ContentKey, SearchableMessage, content_keys, has_
 from ..filtering.search import rewrite as rewrite_search
 from ..filtering.selection import FilterCatalog, Selection
 from ..protocol.command import Command
-from ..protocol.fetch import FetchItem
+from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import DataResponse, is_final, serialize_response
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, string_value
 from ..upstream.connection import Received, UpstreamConnection
@@ -61,6 +61,7 @@ class SessionHooks:
         self._held: dict[str, Received] = {}  # delay-newmail: EXISTS / RECENT not yet told
         self._separator: str | None = None
         self._listed: dict[bytes, set[str]] | None = None  # tb-lsub-flags, during an LSUB
+        self._content: tuple[tuple[bytes, int, str], FilteredContent] | None = None
 
     # --- what this session gets ----------------------------------------------------------
 
@@ -116,21 +117,28 @@ class SessionHooks:
             return self.lsub
         return None
 
-    def size_from_bytes(self) -> bool:
-        """RFC822.SIZE must be the length of the bytes served (filtered, or a lying server)."""
-        return bool(self.chain) or "rfc822-size-from-bytes" in self.quirks
+    def size_from_bytes(self, request: FetchRequest) -> bool:
+        """The FETCH asks RFC822.SIZE, which must be the length of the bytes served (filtered
+        ones, or a server's whose RFC822.SIZE is wrong), so it is content here."""
+        return any(item.name == "RFC822.SIZE" for item in request.items) and (
+            bool(self.chain) or "rfc822-size-from-bytes" in self.quirks)
 
     # --- content -------------------------------------------------------------------------
 
     async def content(self) -> FilteredContent | None:
+        """The filtered messages of the selected mailbox; None without a chain."""
         s = self.session
         box = s.mailbox
         if not self.chain or box is None or box.uidvalidity is None:
             return None
-        user_key = f"{s.config.upstream.host}:{s.config.upstream.port}/{s.user}"
-        return await FilteredContent.open(self.chain, self.context(box.name), user_key,
-                                          box.uidvalidity, self.filtering.variants,
-                                          s.user_cache)
+        key = (box.name, box.uidvalidity, self.chain.identity)
+        if self._content is None or self._content[0] != key:
+            user_key = f"{s.config.upstream.host}:{s.config.upstream.port}/{s.user}"
+            opened = await FilteredContent.open(self.chain, self.context(box.name), user_key,
+                                                box.uidvalidity, self.filtering.variants,
+                                                s.user_cache)
+            self._content = (key, opened)
+        return self._content[1]
 
     def render_hook(self, item: FetchItem, rendered: tuple[bytes, bytes]
                     ) -> tuple[bytes, bytes]:

@@ -509,7 +509,8 @@ class Session:
             request = parse_fetch_items(command.args)
         except ProtocolError as exc:
             raise BadCommand(f"Error in FETCH: {exc}") from None
-        if not (request.has_content or self.hooks.size_from_bytes()) or self.mailbox is None:
+        if not (request.has_content or self.hooks.size_from_bytes(request)) \
+                or self.mailbox is None:
             await self.forward(command)
             return
         upstream = self._upstream()

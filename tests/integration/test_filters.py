@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import imaplib
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -354,3 +355,26 @@ def test_quirk_rfc822_size_from_bytes(start: Start, account: Any,
     client.ok("SELECT INBOX")
     items = fetch_items(client, "FETCH 1 (FLAGS RFC822.SIZE)")
     assert items[0]["RFC822.SIZE"].value == str(len(msg))  # type: ignore[union-attr]
+
+
+# --- a real client -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="Debian's isync not installed")
+def test_mbsync_stores_the_filtered_messages(tmp_path: Path, start: Start, account: Any,
+                                             imap_direct: imaplib.IMAP4) -> None:
+    """mbsync reads RFC822.SIZE first and then the bodies; what it stores must be the
+    filtered message, byte for byte (its own X-TUID line aside, LF line ends)."""
+    from tests.integration.test_mbsync import _mbsyncrc, _run_mbsync
+
+    seed_mailbox(imap_direct, "INBOX", SAMPLE, flags_cycle=())
+    originals = direct_bodies(imap_direct)
+    proxy = start(settings={"tag": {"word": "SYNCED"}})
+    result = _run_mbsync(_mbsyncrc(tmp_path, "filtered", proxy.host, proxy.port,
+                                   account.user, account.password))
+    assert result.returncode == 0, result.stderr
+    stored = sorted(
+        re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", path.read_bytes(), count=1)
+        for sub in ("cur", "new") for path in (tmp_path / "filtered" / "INBOX" / sub).iterdir())
+    # mbsync stores with LF line ends (as it does for unfiltered mail)
+    assert stored == sorted(tag(raw, b"SYNCED").replace(b"\r\n", b"\n") for raw in originals)
