@@ -12,6 +12,7 @@ message is kept:
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -108,9 +109,8 @@ class FilteredContent:
         if not missing:
             return found
         raw = await raw_bodies(missing)
-        made = {uid: self.chain.apply(data, replace(self.context, uid=uid))
-                for uid, data in raw.items()}
-        structures = {uid: structure_blob(data) for uid, data in made.items()}
+        # Filters are CPU work (decryption, image recoding): off the event loop.
+        made, structures = await asyncio.to_thread(self._filter, raw)
         self._structures.update(structures)
         if self.disk is not None:
             for uid, data in made.items():
@@ -123,6 +123,11 @@ class FilteredContent:
                 self.memory.put(self._memory_key(uid), data, structures[uid])
         found.update(made)
         return found
+
+    def _filter(self, raw: dict[int, bytes]) -> tuple[dict[int, bytes], dict[int, bytes]]:
+        made = {uid: self.chain.apply(data, replace(self.context, uid=uid))
+                for uid, data in raw.items()}
+        return made, {uid: structure_blob(data) for uid, data in made.items()}
 
     async def structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
         """The part tree of each filtered message: known from filtering or the variant's

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Config
+from ..errors import CommandFailed
 from ..filtering.api import FilterContext
 from ..filtering.chain import EMPTY, FilterChain
 from ..filtering.content import FilteredContent, MemoryVariants
@@ -23,6 +24,7 @@ from ..protocol.response import DataResponse, is_final, serialize_response
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from .fetch import ContentFetch
+from .mailbox import all_uids_command, uids_from_search
 
 if TYPE_CHECKING:
     from .session import Session
@@ -190,11 +192,9 @@ class SessionHooks:
         assert s.upstream is not None and s.mailbox is not None
         engine = ContentFetch(s.upstream, s.mailbox_cache, s.mailbox, s.relay, s.write,
                               s.writer.drain, filtered=await self.content())
-        if not s.mailbox.uids_complete:
-            await engine.learn_uids()
         keys = list(dict.fromkeys(content_keys(command.args)))
         matched: dict[ContentKey, list[int]] = {key: [] for key in keys}
-        uids = list(s.mailbox.uids)
+        uids = await self._all_uids()
         for start in range(0, len(uids), SEARCH_WINDOW):
             bodies = await engine.message_bytes(uids[start:start + SEARCH_WINDOW])
             for uid, raw in sorted(bodies.items()):
@@ -236,6 +236,22 @@ class SessionHooks:
             self._listed = None
 
     # --- helpers -------------------------------------------------------------------------
+
+    async def _all_uids(self) -> list[int]:
+        """Every UID of the selected mailbox now (the upstream's news passed on)."""
+        upstream = self.session.upstream
+        assert upstream is not None
+        found: list[int] = []
+        async for received in upstream.execute(all_uids_command(upstream)):
+            response = received.response
+            if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
+                found = uids_from_search(response) or []
+            elif is_final(response):
+                if response.status != "OK":
+                    raise CommandFailed("The mailbox cannot be searched now")
+            else:
+                self.session.relay(received)
+        return found
 
     async def _hierarchy_separator(self) -> str:
         if self._separator is None:

@@ -164,3 +164,29 @@ def _without_tls_files(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_serve_refuses_an_unknown_filter_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imapproxy import cli
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[listener]]\nbind = "127.0.0.1:0"\nfilters = ["pgpp"]\n')
+    assert cli.main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: listener[0].filters: unknown filter 'pgpp'")
+    assert "\n" not in err
+
+
+def test_fetch_without_uid_learns_the_uid_by_sequence() -> None:
+    from imapproxy.protocol.response import fetch_attributes, parse_response
+    from imapproxy.server.fetch import ContentFetch
+    from imapproxy.server.mailbox import SelectedMailbox
+
+    box = SelectedMailbox(b"INBOX", False, 1, 3, [10, 20, 30])
+    engine = ContentFetch(None, None, box, print, print, None)  # type: ignore[arg-type]
+    response = parse_response(b"* 2 FETCH (RFC822.SIZE 44)\r\n")
+    items = engine._with_known_uid(response, fetch_attributes(response) or {})
+    assert items["UID"].value == "20"  # type: ignore[union-attr]
+    response = parse_response(b"* 9 FETCH (RFC822.SIZE 44)\r\n")
+    assert "UID" not in engine._with_known_uid(response, fetch_attributes(response) or {})

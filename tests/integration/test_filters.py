@@ -378,3 +378,37 @@ def test_mbsync_stores_the_filtered_messages(tmp_path: Path, start: Start, accou
         for sub in ("cur", "new") for path in (tmp_path / "filtered" / "INBOX" / sub).iterdir())
     # mbsync stores with LF line ends (as it does for unfiltered mail)
     assert stored == sorted(tag(raw, b"SYNCED").replace(b"\r\n", b"\n") for raw in originals)
+
+
+def test_config_file_runs_every_listener_with_its_filters(
+        tmp_path: Path, dovecot: Any, account: Any, imap_direct: imaplib.IMAP4) -> None:
+    from imapproxy.config import load_config
+
+    msg = b"Subject: hi\r\n\r\nbody\r\n"
+    seed_mailbox(imap_direct, "INBOX", [msg])
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'''
+[upstream]
+url = "imap://{dovecot.host}:{dovecot.port}"
+[[listener]]
+bind = "127.0.0.1:0"
+filters = ["tag"]
+[[listener]]
+bind = "127.0.0.1:0"
+filters = ["tag", "tag"]
+[filters.tag]
+word = "FILE"
+[cache]
+dir = "{tmp_path / 'cache'}"
+''')
+    proxy = RunningProxy(load_config(path))
+    try:
+        seen = []
+        for _, port in proxy.addresses:
+            client = raw_login(proxy, account, port)
+            client.ok("EXAMINE INBOX")
+            seen.append(body_of(fetch_items(client, "FETCH 1 BODY.PEEK[]")[0]))
+            client.close()
+    finally:
+        proxy.stop()
+    assert seen == [tag(msg, b"FILE"), tag(tag(msg, b"FILE"), b"FILE")]
