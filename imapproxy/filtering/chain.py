@@ -54,12 +54,20 @@ class FilterChain:
         return data
 
     def apply_append(self, raw: bytes, context: FilterContext) -> bytes:
-        """An APPENDed message as it goes upstream (e.g. encrypted to the user's key). A
-        step that fails leaves the message as it was given to that step."""
+        """An APPENDed message as it goes upstream (e.g. encrypted to the user's key).
+
+        Unlike reading, a failing step raises FilterError: the APPEND is refused rather than
+        the message stored in a form the filter was there to prevent (plaintext)."""
         data = raw
         for step in self.filters:
             if isinstance(step, AppendFilter):
-                out = _run(step, "apply_append", data, context)
+                try:
+                    out = step.apply_append(data, context)
+                except Exception as exc:
+                    log.warning("filter %s apply_append failed user=%s mailbox=%s: %s: %s",
+                                step.name, context.user, context.mailbox,
+                                type(exc).__name__, exc)
+                    raise FilterError(f"{step.name}: {exc}") from exc
                 if out is not None:
                     data = out
         return data

@@ -6,13 +6,14 @@ the logic lives here so the session stays about IMAP flow. See docs/filters.md.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import CommandFailed
-from ..filtering.api import FilterContext
+from ..filtering.api import FilterContext, FilterError
 from ..filtering.chain import EMPTY, FilterChain
 from ..filtering.content import FilteredContent, MemoryVariants
 from ..filtering.search import ContentKey, SearchableMessage, content_keys, has_content_keys
@@ -212,7 +213,11 @@ class SessionHooks:
         message = args[-1] if len(args) >= 2 else None
         if isinstance(message, (Literal, Quoted)):
             context = self.context(string_value(args[0]))
-            new = self.chain.apply_append(message.value, context)
+            try:
+                new = await asyncio.to_thread(self.chain.apply_append, message.value, context)
+            except FilterError:
+                raise CommandFailed("The message could not be prepared for storing "
+                                    "(filter failed); nothing was stored", "CANNOT") from None
             args[-1] = replace(message, value=new)
         await self.session.forward(replace(command, args=tuple(args)))
 

@@ -61,6 +61,8 @@ class AppendMarker(TagFilter):
         return None
 
     def apply_append(self, raw: bytes, context: FilterContext) -> bytes | None:
+        if self.fail_on and self.fail_on in raw:
+            raise FilterError("cannot prepare this one")
         return b"X-Appended-Via: imapproxy " + context.mailbox.encode() + b"\r\n" + raw
 
 

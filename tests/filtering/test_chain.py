@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from imapproxy.config import ConfigError, load_config
-from imapproxy.filtering import AppendFilter, FilterContext, MessageFilter, registry
+from imapproxy.filtering import (
+    AppendFilter,
+    FilterContext,
+    FilterError,
+    MessageFilter,
+    registry,
+)
 from imapproxy.filtering.chain import FilterChain
 from tests.filtering.sample_filters import AppendMarker, SecretFilter, TagFilter, tag
 
@@ -65,6 +71,15 @@ def test_cache_output_and_appends() -> None:
     out = chain.apply_append(MSG, FilterContext("alice", "Sent"))
     assert out == b"X-Appended-Via: imapproxy Sent\r\n" + MSG
     assert chain.apply(MSG, CTX) == tag(MSG, b"FILTERED")  # AppendMarker.apply: unchanged
+
+
+def test_a_failing_append_filter_refuses_rather_than_passing_the_message_on() -> None:
+    class Broken(AppendMarker):
+        def apply_append(self, raw: bytes, context: FilterContext) -> bytes | None:
+            raise FilterError("no key for the user")
+
+    with pytest.raises(FilterError, match="no key"):
+        FilterChain([Broken({})]).apply_append(MSG, FilterContext("alice", "Sent"))
 
 
 def test_registry_creates_registered_filters() -> None:

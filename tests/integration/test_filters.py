@@ -250,13 +250,18 @@ def test_per_listener_user_and_client_selection(start: Start, account: Any,
 
 def test_append_filter_rewrites_what_goes_upstream(start: Start, account: Any,
                                                    imap_direct: imaplib.IMAP4) -> None:
-    proxy = start(("append-marker",))
+    proxy = start(("append-marker",), settings={"append-marker": {"fail_on": "SECRET"}})
     client = imap_login(proxy.host, proxy.port, account.user, account.password)
     client.create("Sent")
     msg = b"Subject: draft\r\n\r\nhello\r\n"
     typ, data = client.append("Sent", None, None, msg)
     assert typ == "OK", data
     assert direct_bodies(imap_direct, "Sent") == [b"X-Appended-Via: imapproxy Sent\r\n" + msg]
+    # A message the append filter cannot handle is refused, never stored as it came.
+    typ, data = client.append("Sent", None, None, b"Subject: x\r\n\r\nSECRET\r\n")
+    assert typ == "NO" and b"[CANNOT]" in data[0]
+    assert len(direct_bodies(imap_direct, "Sent")) == 1
+    client.noop()
     client.logout()
 
 
