@@ -102,7 +102,7 @@ def direct_bodies(imap: imaplib.IMAP4, mailbox: str = "INBOX") -> list[bytes]:
     return [part[1] for part in data if isinstance(part, tuple)]
 
 
-SAMPLE = generated(12)
+SAMPLE = generated(17)  # one of every shape mailgen makes
 
 
 def test_every_item_comes_from_the_filtered_bytes(start: Start, account: Any,
