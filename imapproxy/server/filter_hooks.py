@@ -62,6 +62,7 @@ class SessionHooks:
         self.command = ""  # the client's command being handled
         self._selected: tuple[tuple[str, str], Selection] | None = None
         self._held: dict[str, Received] = {}  # delay-newmail: EXISTS / RECENT not yet told
+        self._told = 0  # delay-newmail: the message count the client was last told
         self._separator: str | None = None
         self._listed: dict[bytes, set[str]] | None = None  # tb-lsub-flags, during an LSUB
         self._content: tuple[tuple[bytes, int, str], FilteredContent] | None = None
@@ -99,6 +100,8 @@ class SessionHooks:
         self.command = command.name
         if command.name in NEWS_COMMANDS:
             self.flush_news()
+        elif command.name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT"):
+            self._held.clear()  # news of the mailbox being left
         positions = MAILBOX_ARGS.get(command.name)
         if positions and self.session.upstream is not None and \
                 self.fixup("tb-extra-mailbox-sep"):
@@ -167,9 +170,8 @@ class SessionHooks:
         response = item.response
         if not isinstance(response, DataResponse):
             return item
-        if response.name in ("EXISTS", "RECENT") and self.command not in NEWS_COMMANDS \
-                and self.session.mailbox is not None and self.fixup("delay-newmail"):
-            self._held[response.name] = item
+        if (self._held or response.name in ("EXISTS", "EXPUNGE")) \
+                and self._delay_news(response, item):
             return None
         if response.name == "FETCH" and self.fixup("uid-first"):
             return _uid_first(item, response)
@@ -179,11 +181,49 @@ class SessionHooks:
                 return _noselect_unless_listed(item, response, self._listed)
         return item
 
+    def _delay_news(self, response: DataResponse, item: Received) -> bool:
+        """delay-newmail: True when ``response`` is held back. A response naming a message
+        the client was not told of yet lets the held news out first."""
+        if not self.fixup("delay-newmail"):
+            return False
+        number = response.number or 0
+        if response.name in ("EXISTS", "RECENT") and self.command not in NEWS_COMMANDS \
+                and self.session.mailbox is not None:
+            if response.name == "EXISTS" and number <= self._told:
+                self._held.pop("EXISTS", None)  # nothing new to tell after all
+                self._told = number
+                return False
+            self._held[response.name] = item
+            return True
+        if response.name == "EXISTS":
+            self._told = number
+        elif response.name == "EXPUNGE":
+            self._told = max(0, self._told - 1)
+        elif number > self._told:
+            self.flush_news()
+        return False
+
     def flush_news(self) -> None:
         held, self._held = self._held, {}
         for name in ("EXISTS", "RECENT"):
             if name in held:
                 self.session.write(held[name].raw)
+                if name == "EXISTS":
+                    self._told = held[name].response.number or 0  # type: ignore[union-attr]
+
+    def fetch_writer(self, write: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """``write`` for the content engine's own FETCH answers: with delay-newmail, a
+        FETCH of a message the client was not told of yet lets the held news out first."""
+        if not self.fixup("delay-newmail"):
+            return write
+
+        def guarded(data: bytes) -> None:
+            if self._held and data.startswith(b"* "):
+                number = data[2:data.find(b" ", 2)]
+                if number.isdigit() and int(number) > self._told:
+                    self.flush_news()
+            write(data)
+        return guarded
 
     # --- local handlers ------------------------------------------------------------------
 

@@ -515,7 +515,8 @@ class Session:
             return
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
-                              self.write, self.writer.drain, self.config.upstream.prefetch_count,
+                              self.hooks.fetch_writer(self.write), self.writer.drain,
+                              self.config.upstream.prefetch_count,
                               await self.hooks.content(), self.hooks.render_hook)
         engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
         started = time.monotonic()
