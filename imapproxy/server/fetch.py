@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..cache import IndexEntry, MailboxCache, MessageStream
+from ..cache.inflight import wait_all
 from ..errors import UpstreamUnavailable
 from ..mime.part import HAS_NULS, Part
 from ..mime.render import (
@@ -188,6 +189,10 @@ class ContentFetch:
 
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
+        if self.cache is not None:
+            # Another session fetching some of these: wait, then serve them from the cache
+            # (streamed when large) rather than fetching and holding them a second time.
+            await wait_all(self.cache.in_flight(r.uid for r in rows))
         streams = await self._streams(rows, request)
         try:
             bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
@@ -267,7 +272,28 @@ class ContentFetch:
         missing = [u for u in uids if u not in found]
         if missing:
             self.missed = True
-            found.update(await self._fetch_bodies(missing))
+            found.update(await self._fetch_once(missing))
+        return found
+
+    async def _fetch_once(self, uids: list[int]) -> dict[int, bytes]:
+        """Fetch bodies no other session of the user is fetching; wait for the others' and
+        read those from the cache (single flight, see cache/inflight.py)."""
+        if self.cache is None:
+            return await self._fetch_bodies(uids)
+        mine, theirs = self.cache.claim(uids)
+        try:
+            found = await self._fetch_bodies(mine) if mine else {}
+        finally:
+            self.cache.release(mine)
+        if theirs:
+            await wait_all(theirs)
+            late = [u for u in uids if u not in found and u not in mine]
+            for uid, data in (await self.cache.aget_many(late)).items():
+                if data is not None:
+                    found[uid] = data
+            still = [u for u in late if u not in found]  # their fetch failed: ours now
+            if still:
+                found.update(await self._fetch_bodies(still))
         return found
 
     async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
@@ -347,7 +373,11 @@ class ContentFetch:
         wanted = [r for r in rows if r.uid not in cached]
         done = 0
         for window in _windows(wanted):
-            done += len(await self._fetch_bodies([r.uid for r in window]))
+            mine, _ = self.cache.claim(r.uid for r in window)  # others' fetches: theirs
+            try:
+                done += len(await self._fetch_bodies(mine)) if mine else 0
+            finally:
+                self.cache.release(mine)
         return done
 
 
