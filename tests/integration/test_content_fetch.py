@@ -208,6 +208,14 @@ def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
         return await original(self, uids)
 
     monkeypatch.setattr(ContentFetch, "_fetch_bodies", slow_counting)
+    streamed: list[int] = []
+    original_stream = ContentFetch._stream_response
+
+    async def counting(self: ContentFetch, row: Any, *args: Any) -> None:
+        streamed.append(row.uid)
+        await original_stream(self, row, *args)
+
+    monkeypatch.setattr(ContentFetch, "_stream_response", counting)
     big = b"Subject: shared\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + b"".join(
         b"row %06d\r\n" % i for i in range(200_000))  # ~2 MB: streamed to the waiters
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)
@@ -223,6 +231,7 @@ def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
     with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
         answers = list(pool.map(lambda c: fetch_map(c, "FETCH 1 (BODY.PEEK[])"), clients))
     assert fetched == [[1]]  # one upstream body fetch for four sessions
+    assert streamed == [1] * 4  # each from the cache file, none holding the message whole
     for answer in answers:
         assert answer[1][b"BODY[]"].endswith(big[-50:])
         assert answer == answers[0]
