@@ -272,6 +272,7 @@ class MessageCache:
         self._recent: collections.OrderedDict[str, UserCache] = collections.OrderedDict()
         self._volumes: dict[str, int] | None = None  # user id -> bytes; None: not scanned
         self._evicting = threading.Lock()
+        self.evictions = 0  # message entries evicted by this process (for metrics)
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="imapproxy-cache")
         self._closed = False
         self._remove_trash()
@@ -396,7 +397,9 @@ class MessageCache:
         if not self._evicting.acquire(blocking=False):
             return 0
         try:
-            return self._evict(target)
+            evicted = self._evict(target)
+            self.evictions += evicted
+            return evicted
         finally:
             self._evicting.release()
 
