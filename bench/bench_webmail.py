@@ -37,11 +37,11 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-import corpus  # noqa: E402
-from bench_fetch import HOST, ProxyProcess, RelayProcess, machine  # noqa: E402
-from client import Client  # noqa: E402
+import corpus
+from bench_fetch import HOST, ProxyProcess, RelayProcess, machine
+from client import Client
 
-from imapproxy.devserver import DovecotServer, find_dovecot  # noqa: E402
+from imapproxy.devserver import DovecotServer, find_dovecot
 
 PASSWORD = "webmail-password"
 
