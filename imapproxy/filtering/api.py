@@ -39,6 +39,8 @@ class MessageFilter(Protocol):
     exception): the proxy then serves the message as it was before this filter and logs why.
     ``cache_output`` False means the output must never be written to disk (decrypted
     plaintext): the proxy keeps it in memory only.
+    One instance serves every session, and ``apply`` runs in worker threads (off the event
+    loop), possibly several at once: it must be thread-safe.
     """
 
     name: str

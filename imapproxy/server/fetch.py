@@ -435,9 +435,12 @@ class ContentFetch:
         for window in _windows(wanted):
             mine, _ = self.cache.claim(r.uid for r in window)  # others' fetches: theirs
             try:
-                done += len(await self._fetch_bodies(mine)) if mine else 0
+                fetched = await self._fetch_bodies(mine) if mine else {}
+                done += len(fetched)
             finally:
                 self.cache.release(mine)
+            if self.filtered is not None and fetched:  # filtered ahead too: reads stay warm
+                await self.filtered.bodies(list(fetched), _known(fetched))
         return done
 
 
@@ -505,6 +508,12 @@ def _whole_message(item: FetchItem) -> bool:
     if item.is_state or item.name in ("RFC822", "RFC822.SIZE"):
         return True
     return item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None
+
+
+def _known(bodies: dict[int, bytes]) -> Callable[[list[int]], Awaitable[dict[int, bytes]]]:
+    async def given(uids: list[int]) -> dict[int, bytes]:
+        return {uid: bodies[uid] for uid in uids if uid in bodies}
+    return given
 
 
 def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Received:

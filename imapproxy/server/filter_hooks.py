@@ -7,6 +7,7 @@ the logic lives here so the session stays about IMAP flow. See docs/filters.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ from .mailbox import all_uids_command, uids_from_search
 
 if TYPE_CHECKING:
     from .session import Session
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Command], Awaitable[object]]
 NEWS_COMMANDS = frozenset({"NOOP", "CHECK", "IDLE"})  # delay-newmail lets news out in these
@@ -74,8 +77,12 @@ class SessionHooks:
         s = self.session
         key = (s.user, s.client_id.get("name", ""))
         if self._selected is None or self._selected[0] != key:
-            self._selected = (key, self.filtering.catalog.select(s.listener, s.user,
-                                                                 s.client_id))
+            chosen = self.filtering.catalog.select(s.listener, s.user, s.client_id)
+            if s.user and (chosen.chain or chosen.fixups):
+                log.info("filters user=%s client=%s chain=%s fixups=%s", s.user, key[1] or "-",
+                         ",".join(chosen.chain.names) or "-",
+                         ",".join(sorted(chosen.fixups)) or "-")
+            self._selected = (key, chosen)
         return self._selected[1]
 
     @property

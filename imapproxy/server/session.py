@@ -546,7 +546,7 @@ class Session:
             self.write(serialize_response(replace(final, tag=command.tag)))
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
-                                 self.write, self.writer.drain)
+                                 self.write, self.writer.drain, filtered=engine.filtered)
             self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
 
     async def _settle_prefetch(self) -> None:

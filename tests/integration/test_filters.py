@@ -23,7 +23,7 @@ from imapproxy.cache import MessageCache
 from imapproxy.config import CacheConfig, FilterRule, ListenerConfig
 from imapproxy.protocol.response import fetch_attributes, parse_response
 from imapproxy.protocol.tokens import Literal, Quoted, Token, serialize_tokens
-from tests.filtering.sample_filters import registered, tag
+from tests.filtering.sample_filters import TagFilter, registered, tag
 from tests.integration.conftest import (
     TIMEOUT,
     RawClient,
@@ -428,3 +428,19 @@ dir = "{tmp_path / 'cache'}"
     finally:
         proxy.stop()
     assert seen == [tag(msg, b"FILE"), tag(tag(msg, b"FILE"), b"FILE")]
+
+
+def test_prefetch_filters_ahead_and_warm_reads_never_filter_again(
+        start: Start, account: Any, imap_direct: imaplib.IMAP4) -> None:
+    seed_mailbox(imap_direct, "INBOX", SAMPLE)
+    proxy = start()
+    step = proxy.app.filtering.catalog.chain(("tag",)).filters[0]
+    assert isinstance(step, TagFilter)
+    client = raw_login(proxy, account)
+    client.ok("EXAMINE INBOX")
+    client.ok("FETCH 1 (BODY.PEEK[])")  # cold: the next bodies are prefetched
+    client.ok("NOOP")  # waits for the prefetch
+    assert step.calls == len(SAMPLE)
+    for seq in range(1, len(SAMPLE) + 1):
+        client.ok(f"FETCH {seq} (BODY.PEEK[] BODYSTRUCTURE RFC822.SIZE)")
+    assert step.calls == len(SAMPLE)
