@@ -444,3 +444,20 @@ def test_prefetch_filters_ahead_and_warm_reads_never_filter_again(
     for seq in range(1, len(SAMPLE) + 1):
         client.ok(f"FETCH {seq} (BODY.PEEK[] BODYSTRUCTURE RFC822.SIZE)")
     assert step.calls == len(SAMPLE)
+
+
+def test_state_only_fetch_and_bad_search_with_a_chain(start: Start, account: Any,
+                                                      imap_direct: imaplib.IMAP4) -> None:
+    seed_mailbox(imap_direct, "INBOX", SAMPLE[:4])
+    proxy = start()
+    step = proxy.app.filtering.catalog.chain(("tag",)).filters[0]
+    assert isinstance(step, TagFilter)
+    client = raw_login(proxy, account)
+    client.ok("SELECT INBOX")
+    flags = client.ok("FETCH 1:* (UID FLAGS)")
+    assert len(flags) == 4 and step.calls == 0  # relayed: no body read, nothing filtered
+    for bad in ("UID SEARCH BODY", "SEARCH HEADER Subject", "SEARCH BODY x BOGUS"):
+        assert status_of(client.command(bad)[1]) == b"BAD", bad
+    assert client.ok("UID SEARCH TEXT filtered-word") == [b"* SEARCH 1 2 3 4\r\n"]
+    client.ok("EXPUNGE")
+    client.ok("UID SEARCH BODY nothing-matches-this")
