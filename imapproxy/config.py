@@ -78,6 +78,7 @@ class CacheConfig:
     """The message cache (imapproxy/cache/, docs/cache.md). Its directory is Config.cache_dir."""
 
     max_size: int = 1024**3  # bytes on disk; least recently used entries are evicted beyond
+    memory_only_size: int = 64 * 1024**2  # filter output that must stay off disk (filters.md)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
                   "fixups")
 _RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
-_CACHE_KEYS = ("dir", "max_size")
+_CACHE_KEYS = ("dir", "max_size", "memory_only_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
 
 
@@ -663,9 +664,13 @@ def parse_size(value: object, setting: str) -> int:
 
 
 def _load_cache(table: _Table | None) -> CacheConfig:
-    if table is None or table.data.get("max_size") is None:
-        return CacheConfig()
-    return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
+    defaults = CacheConfig()
+    if table is None:
+        return defaults
+    sizes = {key: parse_size(table.data[key], table.name(key))
+             for key in ("max_size", "memory_only_size") if table.data.get(key) is not None}
+    return CacheConfig(**{"max_size": defaults.max_size,
+                          "memory_only_size": defaults.memory_only_size, **sizes})
 
 
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")

@@ -54,7 +54,8 @@ class Filtering:
 
     @classmethod
     def from_config(cls, config: Config) -> Filtering:
-        return cls(FilterCatalog(config), quirks=frozenset(config.upstream.quirks))
+        return cls(FilterCatalog(config), MemoryVariants(config.cache.memory_only_size),
+                   frozenset(config.upstream.quirks))
 
 
 class SessionHooks:

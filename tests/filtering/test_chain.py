@@ -144,6 +144,10 @@ fixups = ["delay-newmail"]
     assert (rule.user, rule.client_name, rule.filters, rule.fixups) == (
         "alice*", "K-9*", (), ("delay-newmail",))
     assert config.upstream.quirks == ("no-uidplus",)
+    assert config.cache.memory_only_size == 64 * 1024**2
+    path.write_text('[cache]\nmemory_only_size = "8 MiB"\n')
+    assert load_config(path).cache.memory_only_size == 8 * 1024**2
+    assert load_config(path).cache.max_size == 1024**3
 
 
 def test_shipped_configs_load(tmp_path: Path) -> None:
