@@ -2,9 +2,9 @@
 the bytes the client sees; every other key stays the upstream's business.
 
 The program is rewritten rather than re-implemented: each content key (BODY, TEXT, HEADER,
-SUBJECT, FROM, TO, CC, BCC, LARGER, SMALLER) is replaced by ``UID <set>`` of the messages
-whose filtered bytes match it (``NOT ALL`` when none do), and the rewritten program goes to
-the upstream. NOT, OR, parentheses, flags, dates and sequence sets keep their meaning, and
+SUBJECT, FROM, TO, CC, BCC, LARGER, SMALLER) is replaced by a key naming the messages whose
+filtered bytes match it (``UID <set>``, or ``NOT ALL`` when none do: see the session hooks),
+and the rewritten program goes to the upstream. NOT, OR, parentheses, flags, dates and sequence sets keep their meaning, and
 the answer (SEARCH or UID SEARCH numbering) is the upstream's own.
 
 Matching follows Dovecot's defaults: case-insensitive substring; BODY looks at the decoded
@@ -68,9 +68,9 @@ def has_content_keys(args: tuple[Token, ...]) -> bool:
         return False  # the upstream gives its own BAD
 
 
-def rewrite(args: tuple[Token, ...], matches: Callable[[ContentKey], list[int]]
+def rewrite(args: tuple[Token, ...], replacement: Callable[[ContentKey], list[Token]]
             ) -> tuple[Token, ...]:
-    """The program with every content key replaced by the UIDs ``matches`` returns."""
+    """The program with every content key replaced by the tokens ``replacement`` gives."""
     out: list[Token] = []
     items = list(args)
     position = 0
@@ -80,19 +80,11 @@ def rewrite(args: tuple[Token, ...], matches: Callable[[ContentKey], list[int]]
         if key is None:  # a parenthesised group: rewrite inside
             group = items[span[0]]
             assert isinstance(group, ParenList)
-            out.append(ParenList(rewrite(group.items, matches)))
+            out.append(ParenList(rewrite(group.items, replacement)))
         else:
-            out.extend(_uid_key(matches(key)))
+            out.extend(replacement(key))
     out.extend(items[position:])
     return tuple(out)
-
-
-def _uid_key(uids: list[int]) -> list[Token]:
-    from ..server.fetch import uid_set  # the one compact-set writer
-
-    if not uids:
-        return [Atom("NOT"), Atom("ALL")]
-    return [Atom("UID"), Atom(uid_set(uids))]
 
 
 def _walk(items: list[Token]) -> Iterator[Found]:

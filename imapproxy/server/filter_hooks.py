@@ -25,7 +25,7 @@ from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import DataResponse, is_final, serialize_response
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, string_value
 from ..upstream.connection import Received, UpstreamConnection
-from .fetch import ContentFetch
+from .fetch import ContentFetch, uid_set
 from .mailbox import all_uids_command, uids_from_search
 
 if TYPE_CHECKING:
@@ -251,8 +251,12 @@ class SessionHooks:
                 for key in keys:
                     if message.matches(key):
                         matched[key].append(uid)
-        await s.forward(replace(command, args=rewrite_search(command.args,
-                                                             matched.__getitem__)))
+        def uid_key(key: ContentKey) -> list[Token]:
+            if not matched[key]:
+                return [Atom("NOT"), Atom("ALL")]
+            return [Atom("UID"), Atom(uid_set(matched[key]))]
+
+        await s.forward(replace(command, args=rewrite_search(command.args, uid_key)))
 
     async def append(self, command: Command) -> None:
         """APPEND with the chain's append filters applied to the message literal; the OK

@@ -13,7 +13,7 @@ from imapproxy.filtering.search import (
 )
 from imapproxy.protocol.command import parse_command
 from imapproxy.protocol.errors import ProtocolError
-from imapproxy.protocol.tokens import serialize_tokens
+from imapproxy.protocol.tokens import Atom, Token, serialize_tokens
 
 
 def args(text: str) -> tuple:  # type: ignore[type-arg]
@@ -40,12 +40,12 @@ def test_a_program_that_cannot_be_read_is_left_to_the_upstream() -> None:
 
 
 def test_rewrite_keeps_the_rest_of_the_program() -> None:
-    found = {"hello": [3, 4, 5, 9], "nothing": []}
+    found = {"hello": [Atom("UID"), Atom("3:5,9")], "nothing": [Atom("NOT"), Atom("ALL")]}
 
-    def matches(key: ContentKey) -> list[int]:
+    def replacement(key: ContentKey) -> list[Token]:
         return found[key.args[-1].decode()]
 
-    out = rewrite(args("UNSEEN OR BODY hello (FLAGGED TEXT nothing) 1:*"), matches)
+    out = rewrite(args("UNSEEN OR BODY hello (FLAGGED TEXT nothing) 1:*"), replacement)
     assert serialize_tokens(out) == b"UNSEEN OR UID 3:5,9 (FLAGGED NOT ALL) 1:*"
 
 
