@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .api import AppendFilter, FilterContext, FilterError, MessageFilter
 
 log = logging.getLogger(__name__)
 
+Observer = Callable[[str, bool], None]  # (filter name, ran without failing): metrics
+
 
 class FilterChain:
-    def __init__(self, filters: Sequence[MessageFilter]) -> None:
+    def __init__(self, filters: Sequence[MessageFilter], observe: Observer | None = None
+                 ) -> None:
         self.filters = tuple(filters)
+        self.observe = observe or (lambda name, ok: None)
         digest = hashlib.sha256()
         for step in self.filters:
             for text in (step.name, step.version, step.fingerprint()):
@@ -48,7 +52,8 @@ class FilterChain:
         message: the next one gets what the failing step was given."""
         data = raw
         for step in self.filters:
-            out = _run(step, "apply", data, context)
+            ok, out = _run(step, "apply", data, context)
+            self.observe(step.name, ok)
             if out is not None:
                 data = out
         return data
@@ -63,7 +68,9 @@ class FilterChain:
             if isinstance(step, AppendFilter):
                 try:
                     out = step.apply_append(data, context)
+                    self.observe(step.name, True)
                 except Exception as exc:
+                    self.observe(step.name, False)
                     log.warning("filter %s apply_append failed user=%s mailbox=%s: %s: %s",
                                 step.name, context.user, context.mailbox,
                                 type(exc).__name__, exc)
@@ -77,20 +84,21 @@ EMPTY = FilterChain(())
 
 
 def _run(step: MessageFilter, method: str, data: bytes, context: FilterContext
-         ) -> bytes | None:
+         ) -> tuple[bool, bytes | None]:
+    """(whether the step worked, its output or None)."""
     try:
         out = getattr(step, method)(data, context)
     except FilterError as exc:
         log.warning("filter %s %s failed user=%s mailbox=%s uid=%d: %s", step.name, method,
                     context.user, context.mailbox, context.uid, exc)
-        return None
+        return False, None
     except Exception as exc:  # noqa: BLE001 - a filter bug costs one message its filtering
         log.warning("filter %s %s crashed user=%s mailbox=%s uid=%d: %s: %s", step.name,
                     method, context.user, context.mailbox, context.uid,
                     type(exc).__name__, exc)
-        return None
+        return False, None
     if out is not None and not isinstance(out, bytes):
         log.warning("filter %s %s returned %s, not bytes: ignored", step.name, method,
                     type(out).__name__)
-        return None
-    return out
+        return False, None
+    return True, out

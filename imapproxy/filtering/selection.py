@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from ..config import Config, FilterRule, ListenerConfig
 from .api import MessageFilter
-from .chain import EMPTY, FilterChain
+from .chain import EMPTY, FilterChain, Observer
 from .registry import create
 
 
@@ -24,7 +24,8 @@ class Selection:
 
 
 class FilterCatalog:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, observe: Observer | None = None) -> None:
+        self.observe = observe
         self.rules = config.filter_rules
         self.settings = config.filter_settings
         self._filters: dict[str, MessageFilter] = {}
@@ -40,7 +41,8 @@ class FilterCatalog:
             for name in names:
                 if name not in self._filters:
                     self._filters[name] = create(name, self.settings.get(name, {}))
-            found = self._chains[names] = FilterChain([self._filters[n] for n in names])
+            steps = [self._filters[n] for n in names]
+            found = self._chains[names] = FilterChain(steps, self.observe)
         return found
 
     def select(self, listener: ListenerConfig, user: str,

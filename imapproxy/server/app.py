@@ -37,8 +37,9 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
-        self.filtering = Filtering.from_config(config)  # built once: filters, variant LRU
         self.metrics = Metrics()
+        # Built once: the filters, the in-memory variants.
+        self.filtering = Filtering.from_config(config, self.metrics.filter_run)
         self.metrics.watch_cache(lambda: self.cache)
         self.metrics_bound: tuple[str, int] | None = None
         self.admin: AdminServer | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..errors import CommandFailed
 from ..filtering.api import FilterContext, FilterError
-from ..filtering.chain import EMPTY, FilterChain
+from ..filtering.chain import EMPTY, FilterChain, Observer
 from ..filtering.content import FilteredContent, MemoryVariants
 from ..filtering.search import ContentKey, SearchableMessage, content_keys, has_content_keys
 from ..filtering.search import rewrite as rewrite_search
@@ -53,8 +53,9 @@ class Filtering:
     quirks: frozenset[str] = frozenset()
 
     @classmethod
-    def from_config(cls, config: Config) -> Filtering:
-        return cls(FilterCatalog(config), MemoryVariants(config.cache.memory_only_size),
+    def from_config(cls, config: Config, observe: Observer | None = None) -> Filtering:
+        """``observe(filter name, ok)`` after each filter run (metrics)."""
+        return cls(FilterCatalog(config, observe), MemoryVariants(config.cache.memory_only_size),
                    frozenset(config.upstream.quirks))
 
 

@@ -41,6 +41,15 @@ def test_a_failing_step_leaves_its_input(setting: str, caplog: pytest.LogCapture
     assert len(lines) == 1 and "uid=7" in lines[0] and "user=alice" in lines[0]
 
 
+def test_every_run_is_observed() -> None:
+    runs: list[tuple[str, bool]] = []
+    chain = FilterChain([TagFilter({"fail_on": "FAIL"}), SecretFilter({})],
+                        lambda name, ok: runs.append((name, ok)))
+    chain.apply(MSG, CTX)
+    chain.apply(MSG + b"FAIL", CTX)
+    assert runs == [("tag", True), ("secret", True), ("tag", False), ("secret", True)]
+
+
 def test_a_step_returning_none_or_garbage_changes_nothing() -> None:
     class Odd(TagFilter):
         def apply(self, raw: bytes, context: FilterContext) -> bytes | None:

@@ -143,6 +143,9 @@ def test_a_failing_filter_leaves_the_message_unfiltered(start: Start, account: A
     client.ok("SELECT INBOX")
     bodies = [body_of(i) for i in fetch_items(client, "FETCH 1:3 (BODY.PEEK[])")]
     assert bodies == [tag(ok, b"FILTERED"), refused, buggy]
+    runs = proxy.app.metrics.registry.get_sample_value
+    assert runs("imapproxy_filter_runs_total", {"filter": "tag", "result": "failed"}) == 2
+    assert runs("imapproxy_filter_runs_total", {"filter": "tag", "result": "ok"}) == 1
     client.ok("NOOP")
     sizes = fetch_items(client, "FETCH 2 (RFC822.SIZE)")
     assert sizes[0]["RFC822.SIZE"].value == str(len(refused))  # type: ignore[union-attr]
