@@ -8,6 +8,9 @@ message is kept:
   same LRU, same integrity checks, and its index holds the filtered structure;
 - or, when a filter of the chain says ``cache_output = False`` (decrypted plaintext), only
   in a bounded in-memory LRU shared by the process (``MemoryVariants``), never on disk.
+
+A message the chain leaves as it was (the common case: no PGP, no large image) is stored as
+``UNCHANGED`` with its structure, not as a second copy: its raw bytes are served.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..mime.render import structure_blob
 from .api import FilterContext
 from .chain import FilterChain
 
+UNCHANGED = b""  # stored for a message the chain left as it was (the raw bytes are served)
 RawBodies = Callable[[list[int]], Awaitable[dict[int, bytes]]]
 MemoryKey = tuple[str, bytes, int, int, str]  # user key, mailbox, UIDVALIDITY, UID, chain
 
@@ -96,33 +100,52 @@ class FilteredContent:
         ``raw_bodies`` gives (the cache or the upstream)."""
         self._structures = {}  # only this call's: structures() follows for the same uids
         found: dict[int, bytes] = {}
-        if self.disk is not None:
-            found = {uid: data for uid, data in (await self.disk.aget_many(uids)).items()
-                     if data is not None}
-        elif self.chain:
-            for uid in uids:
-                hit = self.memory.get(self._memory_key(uid))
-                if hit is not None:
-                    found[uid] = hit[0]
-                    self._structures[uid] = hit[1]
-        missing = [uid for uid in uids if uid not in found]
-        if not missing:
+        unchanged: list[int] = []  # the chain left these alone: their raw bytes are served
+        for uid, data, structure in await self._cached(uids):
+            if data == UNCHANGED:
+                unchanged.append(uid)
+            else:
+                found[uid] = data
+            if structure:
+                self._structures[uid] = structure
+        missing = [uid for uid in uids if uid not in found and uid not in unchanged]
+        if not missing and not unchanged:
             return found
-        raw = await raw_bodies(missing)
+        raw = await raw_bodies(missing + unchanged)
+        found.update({uid: raw[uid] for uid in unchanged if uid in raw})
+        fresh = {uid: raw[uid] for uid in missing if uid in raw}
+        if not fresh:
+            return found
         # Filters are CPU work (decryption, image recoding): off the event loop.
-        made, structures = await asyncio.to_thread(self._filter, raw)
+        made, structures = await asyncio.to_thread(self._filter, fresh)
         self._structures.update(structures)
+        # What is stored: UNCHANGED for output equal to the input (no second copy); an
+        # output emptied by a filter cannot be told from UNCHANGED, so it is not stored.
+        kept = {uid: UNCHANGED if data is fresh[uid] or data == fresh[uid] else data
+                for uid, data in made.items() if data or not fresh[uid]}
         if self.disk is not None:
-            for uid, data in made.items():
+            for uid, data in kept.items():
                 await self.disk.aput(uid, data)
             await self.disk.aupdate_index(
-                IndexEntry(uid, size=len(data), internaldate=None, structure=structures[uid])
-                for uid, data in made.items())
+                IndexEntry(uid, size=len(made[uid]), internaldate=None,
+                           structure=structures[uid]) for uid in kept)
         else:
-            for uid, data in made.items():
+            for uid, data in kept.items():
                 self.memory.put(self._memory_key(uid), data, structures[uid])
         found.update(made)
         return found
+
+    async def _cached(self, uids: list[int]) -> list[tuple[int, bytes, bytes]]:
+        """(uid, stored variant or UNCHANGED, structure if at hand) of the cached ones."""
+        if self.disk is not None:
+            return [(uid, data, b"") for uid, data in (await self.disk.aget_many(uids)).items()
+                    if data is not None]
+        out = []
+        for uid in uids:
+            hit = self.memory.get(self._memory_key(uid)) if self.chain else None
+            if hit is not None:
+                out.append((uid, *hit))
+        return out
 
     def _filter(self, raw: dict[int, bytes]) -> tuple[dict[int, bytes], dict[int, bytes]]:
         made = {uid: self.chain.apply(data, replace(self.context, uid=uid))

@@ -24,6 +24,7 @@ class TagFilter:
         self.word = str(settings.get("word", "FILTERED")).encode()
         self.fail_on = str(settings.get("fail_on", "")).encode()
         self.crash_on = str(settings.get("crash_on", "")).encode()
+        self.only_if = str(settings.get("only_if", "")).encode()  # else: left alone
         self.calls = 0
 
     def fingerprint(self) -> str:
@@ -35,6 +36,8 @@ class TagFilter:
             raise FilterError("refused by the test")
         if self.crash_on and self.crash_on in raw:
             raise ZeroDivisionError("a bug in the filter")
+        if self.only_if and self.only_if not in raw:
+            return None
         return tag(raw, self.word)
 
 

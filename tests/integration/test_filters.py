@@ -464,3 +464,32 @@ def test_state_only_fetch_and_bad_search_with_a_chain(start: Start, account: Any
     assert client.ok("UID SEARCH TEXT filtered-word") == [b"* SEARCH 1 2 3 4\r\n"]
     client.ok("EXPUNGE")
     client.ok("UID SEARCH BODY nothing-matches-this")
+
+
+@pytest.mark.parametrize("name", ["tag", "secret"])
+def test_messages_left_alone_are_not_stored_twice(name: str, start: Start, account: Any,
+                                                  imap_direct: imaplib.IMAP4) -> None:
+    plain, tagged = b"Subject: a\r\n\r\nleave me\r\n", b"Subject: b\r\n\r\nTAGME\r\n"
+    seed_mailbox(imap_direct, "INBOX", [plain, tagged])
+    expected = [plain, tag(tagged, b"FILTERED")]
+    proxy = start((name,), settings={name: {"only_if": "TAGME"}})
+    step = proxy.app.filtering.catalog.chain((name,)).filters[0]
+    assert isinstance(step, TagFilter)
+    items = "(BODY.PEEK[] RFC822.SIZE BODYSTRUCTURE BODY.PEEK[1])"
+    for _ in range(2):  # cold, then warm (from the variant cache, or memory)
+        client = raw_login(proxy, account)
+        client.ok("EXAMINE INBOX")
+        got = fetch_items(client, f"FETCH 1:2 {items}")
+        assert [body_of(g) for g in got] == expected
+        assert [int(serialize_tokens((g["RFC822.SIZE"],))) for g in got] == [
+            len(m) for m in expected]
+        client.close()
+    assert step.calls == 2
+    if name == "tag":
+        with MessageCache(proxy.config.cache_dir, CacheConfig()) as cache:
+            user = cache.for_user(proxy.config.upstream, account.user)
+            (key, uidvalidity), = [(k, v) for k, v in user.mailboxes().items()
+                                   if b"\0filtered:" in k]
+            variant = user.mailbox(key, uidvalidity)
+            assert variant.get(1) == b""  # not a second copy
+            assert variant.get(2) == tag(tagged, b"FILTERED")
