@@ -18,6 +18,7 @@ import email
 import email.policy
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -202,7 +203,7 @@ def _fold(text: str) -> str:
 def _decoded(value: object) -> str:
     try:
         return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeDecodeError):
+    except (ValueError, LookupError, UnicodeDecodeError, HeaderParseError):
         return str(value)
 
 
