@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imapproxy.filtering.search import (
     ContentKey,
@@ -74,3 +76,24 @@ MESSAGE = (b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= aus Wien\r\nFrom: Ann <ann@exa
 ])
 def test_matching(name: str, key_args: tuple[bytes, ...], expected: bool) -> None:
     assert SearchableMessage(MESSAGE).matches(ContentKey(name, key_args)) is expected
+
+
+WORDS = ["BODY", "TEXT", "HEADER", "OR", "NOT", "ALL", "UID", "1:*", "x", "SUBJECT", "LARGER",
+         "10", "SEEN", "CHARSET", "UTF-8", "MODSEQ", "(", ")", '"q s"']
+
+
+@given(st.lists(st.sampled_from(WORDS), max_size=12))
+def test_any_program_is_either_read_or_refused(words: list[str]) -> None:
+    text = " ".join(words).replace("( ", "(").replace(" )", ")")
+    try:
+        program = args(text)
+    except ProtocolError:
+        return  # the session answers BAD before the filters see it
+    try:
+        keys = content_keys(program)
+    except ProtocolError:
+        assert not has_content_keys(program)
+        return
+    assert has_content_keys(program) == bool(keys)
+    out = rewrite(program, lambda key: [Atom("UID"), Atom("1")])
+    assert content_keys(out) == []
