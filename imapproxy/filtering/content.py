@@ -135,6 +135,11 @@ class FilteredContent:
         found.update(made)
         return found
 
+    async def unchanged(self, uids: list[int]) -> list[int]:
+        """Those of ``uids`` known to be left as they were by the chain: their upstream bytes
+        (streamed from the cache when large) are what the client sees."""
+        return [uid for uid, data, _ in await self._cached(uids) if data == UNCHANGED]
+
     async def _cached(self, uids: list[int]) -> list[tuple[int, bytes, bytes]]:
         """(uid, stored variant or UNCHANGED, structure if at hand) of the cached ones."""
         if self.disk is not None:

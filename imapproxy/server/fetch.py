@@ -214,7 +214,7 @@ class ContentFetch:
         try:
             wanted = [r.uid for r in rows if r.uid not in streams]
             settled: list[int] = []
-            if self.filtered is not None:  # filtered bytes: never streamed from the cache
+            if self.filtered is not None:
                 bodies = await self.message_bytes(wanted)
             else:
                 bodies, settled = await self._bodies(wanted)
@@ -255,11 +255,12 @@ class ContentFetch:
         exactly as served (CRLF, no NUL): those are copied from the cache file to the client
         in chunks, never held in memory whole. ``fetched``: bodies just read from upstream
         (checked as they are; the others are checked in the index)."""
-        if self.cache is None or self.filtered is not None \
-                or not all(_whole_message(i) for i in request.items):
+        if self.cache is None or not all(_whole_message(i) for i in request.items):
             return {}
         fetched = fetched or {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
+        if self.filtered is not None and large:  # only what the chain left as it was
+            large = await self.filtered.unchanged(large)
         plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
         unknown = [uid for uid in large if uid not in fetched]
         if unknown:

@@ -493,3 +493,34 @@ def test_messages_left_alone_are_not_stored_twice(name: str, start: Start, accou
             variant = user.mailbox(key, uidvalidity)
             assert variant.get(1) == b""  # not a second copy
             assert variant.get(2) == tag(tagged, b"FILTERED")
+
+
+def test_large_messages_left_alone_and_changed(start: Start, account: Any,
+                                               imap_direct: imaplib.IMAP4,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the streaming threshold: the unchanged one is streamed from the cache, the
+    changed one served from memory; both consistent, cold and warm."""
+    from imapproxy.server.fetch import ContentFetch
+
+    streamed: list[int] = []
+    stream_response = ContentFetch._stream_response
+
+    async def spy(self: ContentFetch, row: Any, *rest: Any) -> None:
+        streamed.append(row.uid)
+        await stream_response(self, row, *rest)
+
+    monkeypatch.setattr(ContentFetch, "_stream_response", spy)
+    filler = b"".join(b"line %07d of a large message\r\n" % i for i in range(40_000))
+    left = b"Subject: big\r\n\r\n" + filler
+    changed = b"Subject: big TAGME\r\n\r\n" + filler
+    seed_mailbox(imap_direct, "INBOX", [left, changed])
+    expected = [left, tag(changed, b"FILTERED")]
+    proxy = start(settings={"tag": {"only_if": "TAGME"}})
+    client = raw_login(proxy, account)
+    client.ok("EXAMINE INBOX")
+    for _ in range(2):
+        got = fetch_items(client, "UID FETCH 1:2 (RFC822.SIZE BODY.PEEK[])")
+        assert [body_of(g) for g in got] == expected
+        assert [int(serialize_tokens((g["RFC822.SIZE"],))) for g in got] == [
+            len(m) for m in expected]
+    assert streamed == [1, 1]
