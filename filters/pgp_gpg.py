@@ -1,0 +1,256 @@
+"""The PGP filter's gpg runner: python-gnupg driving the real gpg binary, with a timeout, one
+lock per GnuPG home, no passphrase prompts, and gpg's status lines turned into plain results.
+
+One lock per home because every gpg call of a home talks to that home's gpg-agent, and
+concurrent calls there contend (and, with loopback pinentry, can interleave passphrase
+requests). Plaintext only ever passes through pipes: nothing here writes it to disk or logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import gnupg  # type: ignore[import-untyped]
+
+# python-gnupg logs the first bytes of the data it verifies at DEBUG level: keep that (possibly
+# decrypted plaintext) out of the logs whatever the application's log level.
+logging.getLogger("gnupg").setLevel(logging.INFO)
+
+# Never prompt, never reach the network for keys.
+_OPTIONS = ["--pinentry-mode", "loopback", "--no-auto-key-retrieve", "--disable-dirmngr"]
+
+_TRUST = {
+    "TRUST_UNDEFINED": "undefined",
+    "TRUST_NEVER": "never",
+    "TRUST_MARGINAL": "marginal",
+    "TRUST_FULLY": "full",
+    "TRUST_ULTIMATE": "ultimate",
+}
+
+
+class GpgTimeout(Exception):
+    """gpg did not finish in time and was killed."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature gpg checked."""
+
+    status: str  # good | bad | unknown key | expired key | revoked key | expired | error
+    key: str  # "0x" + the signer's primary fingerprint (or the key id when that is all we know)
+    user: str = ""  # the signer's user id as gpg reports it
+    trust: str = ""  # ultimate | full | marginal | undefined | never ("" when not checked)
+
+    def describe(self) -> str:
+        """The phrase of the result header, e.g. ``signature good by 0xABC... Alice <a@b>``."""
+        if not self.key:
+            return f"signature {self.status}"
+        if self.status == "unknown key":
+            return f"signature unknown key {self.key}"
+        words = f"signature {self.status} by {self.key}"
+        if self.user:
+            words += f" {self.user}"
+        if self.status == "good" and self.trust not in ("", "full", "ultimate"):
+            words += f" (trust {self.trust})"
+        return words
+
+
+@dataclass(frozen=True)
+class Decryption:
+    """What gpg made of one encrypted blob; ``data`` is the plaintext, kept in memory only."""
+
+    ok: bool
+    data: bytes = b""
+    key: str = ""  # "0x" + primary fingerprint of the key that decrypted it
+    recipients: tuple[str, ...] = ()  # "0x" + key ids it was encrypted to
+    reason: str = ""  # why it failed, in gpg's words
+    signatures: tuple[Signature, ...] = ()
+
+
+@dataclass
+class _Status:
+    """gpg's ``[GNUPG:]`` status lines and its human messages, from one run."""
+
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, stderr: str) -> _Status:
+        status = cls()
+        for line in stderr.splitlines():
+            if line.startswith("[GNUPG:] "):
+                keyword, _, value = line[9:].partition(" ")
+                status.lines.append((keyword, value))
+            elif line.startswith("gpg: "):
+                status.messages.append(_text(line[5:]))
+        return status
+
+    def values(self, keyword: str) -> list[str]:
+        return [value for key, value in self.lines if key == keyword]
+
+    def has(self, keyword: str) -> bool:
+        return any(key == keyword for key, _ in self.lines)
+
+    def reason(self) -> str:
+        """gpg's own explanation, deduplicated (corrupt armor repeats lines)."""
+        seen: list[str] = []
+        for message in self.messages:
+            if message not in seen and not message.startswith(("encrypted with", " ")):
+                seen.append(message)
+        return "; ".join(seen[:5]) or "gpg failed"
+
+    def signatures(self) -> tuple[Signature, ...]:
+        """Each signature of the run, split at NEWSIG (gpg starts every signature with it)."""
+        groups: list[list[tuple[str, str]]] = []
+        for key, value in self.lines:
+            if key == "NEWSIG" or not groups:
+                groups.append([])
+            groups[-1].append((key, value))
+        found = (_signature(group) for group in groups)
+        return tuple(sig for sig in found if sig is not None)
+
+
+def _signature(lines: list[tuple[str, str]]) -> Signature | None:
+    """One signature's status lines as a Signature (None: no signature in them)."""
+    by_key = dict(lines)
+    trust = next((_TRUST[key] for key, _ in lines if key in _TRUST), "")
+    primary = ""
+    if "VALIDSIG" in by_key:
+        parts = by_key["VALIDSIG"].split()
+        primary = "0x" + (parts[9] if len(parts) >= 10 else parts[0])
+    for keyword, status in (
+        ("GOODSIG", "good"),
+        ("EXPKEYSIG", "good by expired key"),
+        ("REVKEYSIG", "good by revoked key"),
+        ("EXPSIG", "expired"),
+        ("BADSIG", "bad"),
+    ):
+        if keyword in by_key:
+            key_id, _, user = by_key[keyword].partition(" ")
+            return Signature(status, primary or "0x" + key_id, _text(user), trust)
+    if "ERRSIG" in by_key:
+        parts = by_key["ERRSIG"].split()
+        key = "0x" + (parts[6] if len(parts) >= 7 and parts[6] != "-" else parts[0])
+        if "NO_PUBKEY" in by_key:
+            return Signature("unknown key", key)
+        return Signature("error", key)
+    return None
+
+
+def _text(value: str) -> str:
+    """A status or message value as readable text: gpg writes UTF-8 with %XX escapes (read
+    as latin-1 by python-gnupg); control characters are dropped so it fits in a header."""
+    decoded = value.encode("latin-1", "replace").decode("utf-8", "replace")
+    decoded = urllib.parse.unquote(decoded)
+    return "".join(ch for ch in decoded if ch.isprintable()).strip()
+
+
+class _TimedGPG(gnupg.GPG):  # type: ignore[misc]
+    """python-gnupg's GPG with a deadline on every gpg process it starts."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self.timeout = timeout
+        super().__init__(**kwargs)
+
+    def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
+        process = super()._open_subprocess(args, passphrase)
+        process.imapproxy_timer = threading.Timer(self.timeout, _kill, (process,))
+        process.imapproxy_timer.daemon = True
+        process.imapproxy_timer.start()
+        return process
+
+    def _collect_output(self, process: Any, result: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._collect_output(process, result, *args, **kwargs)
+        finally:
+            process.imapproxy_timer.cancel()
+            if getattr(process, "imapproxy_timed_out", False):
+                raise GpgTimeout(f"gpg took longer than {self.timeout:g} s")
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.imapproxy_timed_out = True  # type: ignore[attr-defined]
+    process.kill()
+
+
+def _checked(result: Any) -> tuple[Signature, ...]:
+    """The signatures of a verify run; an unreadable signature is one "invalid" signature."""
+    return _Status.parse(result.stderr or "").signatures() or (Signature("invalid", ""),)
+
+
+_home_locks: dict[str, threading.Lock] = {}
+_home_locks_guard = threading.Lock()
+
+
+def home_lock(home: str) -> threading.Lock:
+    """The one lock of a GnuPG home, shared by every filter instance of the process."""
+    key = os.path.realpath(home)
+    with _home_locks_guard:
+        return _home_locks.setdefault(key, threading.Lock())
+
+
+class Gpg:
+    """gpg on one GnuPG home: decrypt, verify, encrypt. Not-decryptable input is a result,
+    not an exception; a timeout raises GpgTimeout."""
+
+    def __init__(self, home: str, binary: str, passphrase: str | None, timeout: float) -> None:
+        self.home = home
+        self._lock = home_lock(home)
+        self._passphrase = passphrase
+        with self._lock:
+            self._gpg = _TimedGPG(timeout, gpgbinary=binary, gnupghome=home, options=_OPTIONS)
+
+    def decrypt(self, data: bytes) -> Decryption:
+        with self._lock:
+            result = self._gpg.decrypt(data, passphrase=self._passphrase)
+        status = _Status.parse(result.stderr or "")
+        recipients = tuple("0x" + value.split()[0] for value in status.values("ENC_TO"))
+        if not status.has("DECRYPTION_OKAY") or result.returncode not in (0, 1):
+            missing = [value.split()[0] for value in status.values("NO_SECKEY")]
+            if missing and len(missing) == len(recipients):
+                reason = "no secret key for " + ", ".join("0x" + key for key in missing)
+            elif not status.has("BEGIN_DECRYPTION"):
+                reason = "not valid OpenPGP data (" + status.reason() + ")"
+            else:
+                reason = status.reason()
+            return Decryption(False, recipients=recipients, reason=reason)
+        key = ""
+        for value in status.values("DECRYPTION_KEY"):
+            parts = value.split()
+            key = "0x" + (parts[1] if len(parts) > 1 else parts[0])
+        data_out: bytes = result.data
+        return Decryption(True, data_out, key, recipients, signatures=status.signatures())
+
+    def verify_detached(self, data: bytes, signature: bytes) -> tuple[Signature, ...]:
+        """Check ``signature`` over ``data``. The signature goes through a private temporary
+        file (gpg reads detached signatures from a file); the data, maybe decrypted
+        plaintext, only through a pipe."""
+        with tempfile.NamedTemporaryFile(prefix="imapproxy-sig-", suffix=".asc") as sig_file:
+            sig_file.write(signature)
+            sig_file.flush()
+            with self._lock:
+                result = self._gpg.verify_data(sig_file.name, data)
+        return _checked(result)
+
+    def verify_inline(self, data: bytes) -> tuple[Signature, ...]:
+        """Check a cleartext-signed (``BEGIN PGP SIGNED MESSAGE``) block."""
+        with self._lock:
+            result = self._gpg.verify(data)
+        return _checked(result)
+
+    def encrypt(self, data: bytes, recipient: str) -> bytes:
+        """``data`` encrypted (armored) to ``recipient``; ValueError with gpg's reason."""
+        with self._lock:
+            result = self._gpg.encrypt(data, [recipient], always_trust=True, armor=True)
+        if not result.ok:
+            status = _Status.parse(result.stderr or "")
+            raise ValueError(f"cannot encrypt to {recipient!r}: {status.reason()}")
+        armored: bytes = result.data
+        return armored

@@ -1,0 +1,360 @@
+"""The PGP filter against the real gpg, with keys made by the fixtures (conftest.py).
+
+Messages are built with Python's email package and gpg, as a mail client would, and every
+output is checked for what a client relies on: CRLF lines, a MIME tree imapproxy.mime reads,
+a body Python's email parser reads back, and the result header.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.encoders import encode_7or8bit
+from email.message import EmailMessage, Message
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+import pytest
+
+from filters.pgp import PgpFilter, make_filter
+from imapproxy.filtering.api import FilterContext, FilterError, MessageFilter
+from imapproxy.mime import bodystructure, parse_message
+
+from .conftest import Keys, Person
+
+ALICE = FilterContext(user="alice", mailbox="INBOX", uid=1)
+SECRET = "The launch code is 0000, tell nobody. Grüße"
+
+
+@pytest.fixture(scope="module")
+def pgp(pgp_keys: Keys) -> PgpFilter:
+    return make_filter({"gnupg_home": pgp_keys.gnupg_home,
+                        "encrypt_append_folders": ["Sent", "Drafts*"]})
+
+
+def headers(msg: Message, sender: Person, subject: str) -> None:
+    msg["From"] = f"{sender.name} <{sender.email}>"
+    msg["To"] = "Alice <alice@example.org>"
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 30 Nov 2026 12:00:00 +0000"
+    msg["Message-ID"] = f"<{subject.replace(' ', '.')}@example.org>"
+
+
+def wire(msg: Message) -> bytes:
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def secret_entity() -> MIMEText:
+    return MIMEText(SECRET + "\n", "plain", "utf-8")
+
+
+def pgp_mime(sender: Person, to: Person, entity: Message, sign: bool = False) -> bytes:
+    """RFC 3156 multipart/encrypted, as Thunderbird sends it."""
+    armored = sender.encrypt(wire(entity), to, sign=sign)
+    outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
+    outer.attach(MIMEApplication(b"Version: 1\r\n", "pgp-encrypted", _encoder=encode_7or8bit))
+    outer.attach(MIMEApplication(armored, "octet-stream", _encoder=encode_7or8bit))
+    headers(outer, sender, "encrypted")
+    return wire(outer)
+
+
+def pgp_signed(signer: Person, text: str) -> bytes:
+    """RFC 3156 multipart/signed: the signature over the first part's exact CRLF bytes."""
+    content = MIMEText(text, "plain", "utf-8")
+    signature = signer.detach_sign(wire(content))
+    outer = MIMEMultipart("signed", protocol="application/pgp-signature", micalg="pgp-sha256")
+    outer.attach(content)
+    outer.attach(MIMEApplication(signature, "pgp-signature", _encoder=encode_7or8bit))
+    headers(outer, signer, "signed")
+    return wire(outer)
+
+
+def inline(sender: Person, body: bytes, subject: str) -> bytes:
+    msg = EmailMessage()
+    headers(msg, sender, subject)
+    msg.set_content(body.decode())
+    return wire(msg)
+
+
+def result_header(out: bytes) -> str:
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    values = parsed.get_all("X-Imapproxy-PGP") or []
+    return "; ".join(str(value) for value in values)
+
+
+def check_wire_form(out: bytes) -> Message:
+    """CRLF everywhere, a tree imapproxy.mime serves, and a message Python's email reads."""
+    assert b"\n" not in out.replace(b"\r\n", b"")
+    root = parse_message(out)
+    assert bodystructure(root, extended=True).startswith(b"(")
+    assert root.body_size > 0
+    return email.message_from_bytes(out, policy=email.policy.default)
+
+
+def body_text(msg: Message) -> str:
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(("plain",))
+    assert part is not None
+    text = part.get_content()
+    assert isinstance(text, str)
+    return text.replace("\r\n", "\n")  # 7bit/8bit bodies keep the wire's CRLF
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+def test_filter_identity(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    assert isinstance(pgp, MessageFilter)
+    assert (pgp.name, pgp.version, pgp.cache_output) == ("pgp", "1", False)
+    other = make_filter({"gnupg_home": pgp_keys.gnupg_home})
+    assert pgp.fingerprint() != other.fingerprint()
+    assert other.fingerprint() == make_filter({"gnupg_home": pgp_keys.gnupg_home}).fingerprint()
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"gnupg_home": ""},
+    {"gnupg_home": "/x", "timeout": 0},
+    {"gnupg_home": "/x", "encrypt_append_folders": "Sent"},
+    {"gnupg_home": "/x", "gpg_binary": 3},
+    {"gnupg_home": "/x", "surprise": True},
+])
+def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"\[filters\.pgp\]"):
+        make_filter(settings)
+
+
+def test_plain_message_is_left_alone(pgp: PgpFilter) -> None:
+    msg = EmailMessage()
+    headers(msg, Person("Bob", "bob@example.org", None, "", ""), "hello")  # type: ignore[arg-type]
+    msg.set_content("Nothing to see here, no PGP.\n")
+    assert pgp.apply(wire(msg), ALICE) is None
+
+
+def test_forged_result_header_is_removed(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    msg = EmailMessage()
+    headers(msg, pgp_keys.carol, "forged")
+    msg["X-Imapproxy-PGP"] = "signature good by 0xDEADBEEF <bank@example.org>"
+    msg.set_content("Trust me.\n")
+    out = pgp.apply(wire(msg), ALICE)
+    assert out is not None
+    assert "X-Imapproxy-PGP" not in check_wire_form(out)
+    assert b"Trust me." in out
+
+
+def test_user_without_home_is_a_filter_error(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity())
+    with pytest.raises(FilterError, match="no GnuPG home"):
+        pgp.apply(raw, FilterContext(user="nobody"))
+    with pytest.raises(FilterError, match="cannot name"):
+        pgp.apply(raw, FilterContext(user="../alice"))
+
+
+# --- decryption --------------------------------------------------------------------------------
+
+
+def test_pgp_mime_encrypted(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity())
+    assert SECRET.encode() not in raw
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert body_text(msg) == SECRET + "\n"
+    assert msg["Subject"] == "encrypted" and msg["From"] == "Bob <bob@example.org>"
+    assert msg.get_content_type() == "text/plain"
+    assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
+    assert parse_message(out).content.subtype == b"plain"
+
+
+def test_pgp_mime_encrypted_and_signed(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity(), sign=True)
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    assert body_text(check_wire_form(out)) == SECRET + "\n"
+    assert result_header(out) == (
+        f"decrypted with key 0x{pgp_keys.alice.fingerprint}; signature good by "
+        f"0x{pgp_keys.bob.fingerprint} Bob <bob@example.org> (trust undefined)")
+
+
+def test_pgp_mime_encrypted_multipart_signed_inside(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """RFC 3156 section 6.1: sign (multipart/signed), then encrypt that whole entity."""
+    content = MIMEText(SECRET, "plain", "utf-8")
+    signed = MIMEMultipart("signed", protocol="application/pgp-signature", micalg="pgp-sha256")
+    signed.attach(content)
+    signed.attach(MIMEApplication(pgp_keys.bob.detach_sign(wire(content)), "pgp-signature",
+                                  _encoder=encode_7or8bit))
+    out = pgp.apply(pgp_mime(pgp_keys.bob, pgp_keys.alice, signed), ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert msg.get_content_type() == "multipart/signed"
+    assert body_text(msg) == SECRET
+    assert f"signature good by 0x{pgp_keys.bob.fingerprint}" in result_header(out)
+
+
+def test_inline_encrypted(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    armored = pgp_keys.bob.encrypt(SECRET.encode() + b"\n", pgp_keys.alice)
+    raw = inline(pgp_keys.bob, b"Hi Alice,\n\n" + armored + b"\nBob\n", "inline encrypted")
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    text = body_text(check_wire_form(out))
+    assert text == f"Hi Alice,\n\n{SECRET}\n\nBob\n"
+    assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
+
+
+def test_inline_encrypted_inside_multipart(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    armored = pgp_keys.bob.encrypt(SECRET.encode(), pgp_keys.alice)
+    msg = MIMEMultipart("mixed")
+    headers(msg, pgp_keys.bob, "inline in multipart")
+    msg.attach(MIMEText(armored.decode(), "plain"))
+    msg.attach(MIMEApplication(b"\x00\x01binary", "octet-stream", Name="data.bin"))
+    raw = wire(msg)
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    parsed = check_wire_form(out)
+    assert body_text(parsed) == SECRET + "\n"  # utf-8 plaintext: the charset follows
+    parts = list(parsed.iter_attachments())  # type: ignore[attr-defined]
+    assert [p.get_filename() for p in parts] == ["data.bin"]
+    assert parts[0].get_content() == b"\x00\x01binary"
+
+
+def test_inline_clearsigned(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    signed = pgp_keys.bob.clearsign(b"I owe Alice 10 EUR.\n")
+    out = pgp.apply(inline(pgp_keys.bob, signed, "clearsigned"), ALICE)
+    assert out is not None
+    assert "I owe Alice 10 EUR." in body_text(check_wire_form(out))
+    assert result_header(out).startswith(f"signature good by 0x{pgp_keys.bob.fingerprint} Bob")
+
+
+def test_inline_clearsigned_tampered(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    signed = pgp_keys.bob.clearsign(b"I owe Alice 10 EUR.\n").replace(b"10 EUR", b"99 EUR")
+    out = pgp.apply(inline(pgp_keys.bob, signed, "clearsigned"), ALICE)
+    assert out is not None
+    assert result_header(out).startswith("signature bad by 0x")
+
+
+# --- PGP/MIME signatures -------------------------------------------------------------------------
+
+
+def test_multipart_signed_good(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_signed(pgp_keys.bob, "Signed, sealed, delivered.\n")
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert msg.get_content_type() == "multipart/signed"
+    assert body_text(msg) == "Signed, sealed, delivered.\n"
+    assert result_header(out) == (
+        f"signature good by 0x{pgp_keys.bob.fingerprint} Bob <bob@example.org> (trust undefined)")
+    # The signed part is served byte for byte as it was signed.
+    assert raw.split(b"\r\n\r\n", 1)[1] in out
+
+
+def test_multipart_signed_tampered(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_signed(pgp_keys.bob, "Pay 10 EUR to Bob.\n")
+    tampered = raw.replace(b"UGF5IDEwIEVVUiB0byBCb2IuCg==", b"UGF5IDk5IEVVUiB0byBCb2IuCg==")
+    assert tampered != raw
+    out = pgp.apply(tampered, ALICE)
+    assert out is not None
+    assert result_header(out) == f"signature bad by 0x{pgp_keys.bob.fingerprint[-16:]} " \
+                                 "Bob <bob@example.org>"
+
+
+def test_multipart_signed_by_unknown_key(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    out = pgp.apply(pgp_signed(pgp_keys.carol, "Who am I?\n"), ALICE)
+    assert out is not None
+    check_wire_form(out)
+    assert result_header(out) == f"signature unknown key 0x{pgp_keys.carol.fingerprint}"
+
+
+def test_multipart_signed_with_bare_lf(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """A server that stores LF lines: the signature is still checked over CRLF."""
+    raw = pgp_signed(pgp_keys.bob, "Line one.\nLine two.\n").replace(b"\r\n", b"\n")
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    check_wire_form(out)
+    assert result_header(out).startswith("signature good by")
+
+
+# --- what cannot be decrypted ---------------------------------------------------------------------
+
+
+def test_encrypted_to_another_key_is_explained(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.carol, secret_entity())
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    carol_key = f"0x{pgp_keys.carol.encryption_key_id}"
+    assert result_header(out) == f"not decrypted: no secret key for {carol_key}"
+    assert msg["Subject"] == "encrypted" and msg.get_content_type() == "multipart/mixed"
+    explanation, attached = msg.iter_parts()  # type: ignore[attr-defined]
+    text = explanation.get_content()
+    assert "could not decrypt" in text and carol_key in text
+    assert attached.get_content_type() == "message/rfc822"
+    assert attached.get_content().as_bytes(policy=email.policy.SMTP) == raw
+    tree = parse_message(out)
+    assert tree.children[1].children[0].body_size > 0  # the original, as an embedded message
+
+
+def test_corrupt_armor_is_explained(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    armored = pgp_keys.bob.encrypt(b"short secret\n", pgp_keys.alice)
+    lines = armored.split(b"\n")
+    lines[3] = b"!!!!" + lines[3][4:]  # break the base64 of the first data line
+    raw = inline(pgp_keys.bob, b"\n".join(lines), "corrupt")
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert result_header(out).startswith("not decrypted:")
+    explanation, attached = msg.iter_parts()  # type: ignore[attr-defined]
+    assert "Reason:" in explanation.get_content()
+    assert b"short secret" not in out
+    assert attached.get_content_type() == "message/rfc822"
+
+
+def test_pgp_mime_garbage_is_explained(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
+    outer.attach(MIMEApplication(b"Version: 1\r\n", "pgp-encrypted", _encoder=encode_7or8bit))
+    outer.attach(MIMEApplication(b"-----BEGIN PGP MESSAGE-----\r\n\r\nbm9wZQ==\r\n"
+                                 b"-----END PGP MESSAGE-----\r\n", "octet-stream",
+                                 _encoder=encode_7or8bit))
+    headers(outer, pgp_keys.bob, "garbage")
+    out = pgp.apply(wire(outer), ALICE)
+    assert out is not None
+    check_wire_form(out)
+    assert result_header(out).startswith("not decrypted: not valid OpenPGP data")
+
+
+# --- encrypting APPENDs -----------------------------------------------------------------------------
+
+
+def test_append_round_trip(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    msg = EmailMessage()
+    headers(msg, pgp_keys.alice, "my draft")
+    msg["Reply-To"] = "alice+replies@example.org"
+    msg.set_content(SECRET + "\n")
+    raw = wire(msg)
+    sent = FilterContext(user="alice", mailbox="Sent")
+    encrypted = pgp.apply_append(raw, sent)
+    assert encrypted is not None
+    assert SECRET.encode() not in encrypted and b"alice+replies" not in encrypted
+    outer = check_wire_form(encrypted)
+    assert outer.get_content_type() == "multipart/encrypted"
+    assert outer["Subject"] == "my draft" and outer["Message-ID"] == msg["Message-ID"]
+    # Only Alice can read it, and the filter gives back what she wrote.
+    pgp_keys.alice.gpg("--decrypt", data=encrypted)
+    back = pgp.apply(encrypted, ALICE)
+    assert back is not None
+    restored = check_wire_form(back)
+    assert body_text(restored) == SECRET + "\n"
+    assert restored["Reply-To"] == "alice+replies@example.org"
+    assert result_header(back) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
+    # Not twice, and only into the configured folders.
+    assert pgp.apply_append(encrypted, sent) is None
+    assert pgp.apply_append(raw, FilterContext(user="alice", mailbox="Drafts/2026")) is not None
+    assert pgp.apply_append(raw, FilterContext(user="alice", mailbox="INBOX")) is None
+
+
+def test_append_to_unknown_key_is_a_filter_error(pgp_keys: Keys) -> None:
+    pgp = make_filter({"gnupg_home": pgp_keys.gnupg_home, "encrypt_append_folders": ["Sent"],
+                       "encrypt_append_key": "nobody@example.org"})
+    with pytest.raises(FilterError, match="cannot encrypt"):
+        pgp.apply_append(b"Subject: x\r\n\r\nhello\r\n", FilterContext("alice", "Sent"))
