@@ -8,8 +8,10 @@ requests). Plaintext only ever passes through pipes: nothing here writes it to d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -152,32 +154,51 @@ def _text(value: str) -> str:
     return "".join(ch for ch in decoded if ch.isprintable()).strip()
 
 
+class _Deadline:
+    """Kills a gpg process group when it runs past its time."""
+
+    def __init__(self, process: subprocess.Popen[bytes], seconds: float) -> None:
+        self.process = process
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._kill)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _kill(self) -> None:
+        self.expired = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class _TimedGPG(gnupg.GPG):  # type: ignore[misc]
     """python-gnupg's GPG with a deadline on every gpg process it starts."""
 
     def __init__(self, timeout: float, **kwargs: Any) -> None:
         self.timeout = timeout
+        self._deadlines: dict[int, _Deadline] = {}
         super().__init__(**kwargs)
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
-        process = super()._open_subprocess(args, passphrase)
-        process.imapproxy_timer = threading.Timer(self.timeout, _kill, (process,))
-        process.imapproxy_timer.daemon = True
-        process.imapproxy_timer.start()
+        # As python-gnupg's, but in a process group of its own, so a timeout kills whatever
+        # gpg started that still holds its pipes.
+        process = subprocess.Popen(
+            self.make_args(args, passphrase), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=self.env, start_new_session=True,
+        )
+        self._deadlines[process.pid] = _Deadline(process, self.timeout)
         return process
 
     def _collect_output(self, process: Any, result: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return super()._collect_output(process, result, *args, **kwargs)
         finally:
-            process.imapproxy_timer.cancel()
-            if getattr(process, "imapproxy_timed_out", False):
+            deadline = self._deadlines.pop(process.pid)
+            deadline.cancel()
+            if deadline.expired:
                 raise GpgTimeout(f"gpg took longer than {self.timeout:g} s")
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    process.imapproxy_timed_out = True  # type: ignore[attr-defined]
-    process.kill()
 
 
 def _checked(result: Any) -> tuple[Signature, ...]:
@@ -216,7 +237,9 @@ class Gpg:
             missing = [value.split()[0] for value in status.values("NO_SECKEY")]
             if missing and len(missing) == len(recipients):
                 reason = "no secret key for " + ", ".join("0x" + key for key in missing)
-            elif not status.has("BEGIN_DECRYPTION"):
+            elif status.has("NEED_PASSPHRASE") and self._passphrase is None:
+                reason = "the secret key needs a passphrase and no passphrase_file is set"
+            elif not recipients and not status.has("BEGIN_DECRYPTION"):
                 reason = "not valid OpenPGP data (" + status.reason() + ")"
             else:
                 reason = status.reason()

@@ -4,6 +4,7 @@
   public key, as the filter's ``gnupg_home = "<root>/%u"`` expects.
 - ``bob``: a correspondent whose signatures Alice can check; his home also has Alice's public
   key, so he writes the mail she receives.
+- ``dave``: a user whose secret key has a passphrase (``PASSPHRASE``), in his own home.
 - ``carol``: a stranger: Alice has none of her keys (unknown signer, mail Alice cannot read).
 
 Keys are ed25519 + cv25519 without passphrase, so generating them takes milliseconds.
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 GPG_TIMEOUT = 30.0
+PASSPHRASE = "correct horse battery staple"
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,17 @@ class Keys:
     alice: Person
     bob: Person
     carol: Person
+    dave: Person
 
     @property
     def gnupg_home(self) -> str:
         return str(self.root / "%u")
 
 
-def run_gpg(home: Path, *args: str, data: bytes = b"") -> bytes:
+def run_gpg(home: Path, *args: str, data: bytes = b"", passphrase: str = "") -> bytes:
     done = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--yes", "--pinentry-mode", "loopback",
-         "--passphrase", "", *args],
+         "--passphrase", passphrase, *args],
         input=data, capture_output=True, timeout=GPG_TIMEOUT, check=False,
     )
     if done.returncode != 0:
@@ -69,15 +72,17 @@ def run_gpg(home: Path, *args: str, data: bytes = b"") -> bytes:
     return done.stdout
 
 
-def make_person(root: Path, name: str) -> Person:
+def make_person(root: Path, name: str, passphrase: str = "") -> Person:
     home = root / name.lower()
     home.mkdir(mode=0o700)
     email = f"{name.lower()}@example.org"
-    run_gpg(home, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign,cert", "never")
+    run_gpg(home, "--quick-gen-key", f"{name} <{email}>", "ed25519", "sign,cert", "never",
+            passphrase=passphrase)
     listing = run_gpg(home, "--with-colons", "--list-keys", email).decode()
     fingerprint = next(line.split(":")[9] for line in listing.splitlines()
                        if line.startswith("fpr:"))
-    run_gpg(home, "--quick-add-key", fingerprint, "cv25519", "encr", "never")
+    run_gpg(home, "--quick-add-key", fingerprint, "cv25519", "encr", "never",
+            passphrase=passphrase)
     listing = run_gpg(home, "--with-colons", "--list-keys", email).decode()
     subkey = next(line.split(":")[4] for line in listing.splitlines() if line.startswith("sub:"))
     return Person(name, email, home, fingerprint, subkey)
@@ -92,14 +97,19 @@ def exchange(owner: Person, other: Person) -> None:
 def pgp_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     root = tmp_path_factory.mktemp("gnupg")
     os.chmod(root, 0o700)
-    keys = Keys(root, *(make_person(root, name) for name in ("Alice", "Bob", "Carol")))
+    keys = Keys(root, *(make_person(root, name) for name in ("Alice", "Bob", "Carol")),
+                make_person(root, "Dave", PASSPHRASE))
+    # The passphrase must come from the filter, not from gpg-agent's cache of the key setup.
+    subprocess.run(["gpgconf", "--homedir", str(keys.dave.home), "--kill", "gpg-agent"],
+                   capture_output=True, timeout=GPG_TIMEOUT, check=True)
     exchange(keys.alice, keys.bob)
     exchange(keys.bob, keys.alice)
     exchange(keys.bob, keys.carol)
     exchange(keys.carol, keys.alice)
+    exchange(keys.bob, keys.dave)
     try:
         yield keys
     finally:
-        for person in (keys.alice, keys.bob, keys.carol):
+        for person in (keys.alice, keys.bob, keys.carol, keys.dave):
             subprocess.run(["gpgconf", "--homedir", str(person.home), "--kill", "all"],
                            capture_output=True, timeout=GPG_TIMEOUT, check=False)

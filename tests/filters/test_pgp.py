@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
+from concurrent.futures import ThreadPoolExecutor
 from email.encoders import encode_7or8bit
 from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +24,7 @@ from filters.pgp import PgpFilter, make_filter
 from imapproxy.filtering.api import FilterContext, FilterError, MessageFilter
 from imapproxy.mime import bodystructure, parse_message
 
-from .conftest import Keys, Person
+from .conftest import PASSPHRASE, Keys, Person
 
 ALICE = FilterContext(user="alice", mailbox="INBOX", uid=1)
 SECRET = "The launch code is 0000, tell nobody. Grüße"
@@ -358,3 +361,47 @@ def test_append_to_unknown_key_is_a_filter_error(pgp_keys: Keys) -> None:
                        "encrypt_append_key": "nobody@example.org"})
     with pytest.raises(FilterError, match="cannot encrypt"):
         pgp.apply_append(b"Subject: x\r\n\r\nhello\r\n", FilterContext("alice", "Sent"))
+
+
+# --- gpg runs: passphrases, timeouts, concurrency ------------------------------------------------
+
+
+def test_protected_key_needs_the_passphrase_file(pgp_keys: Keys, tmp_path: Path) -> None:
+    """No prompt ever: without the passphrase the message is explained; with the file (loopback
+    pinentry) it is decrypted."""
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.dave, secret_entity())
+    dave = FilterContext(user="dave")
+    without = make_filter({"gnupg_home": pgp_keys.gnupg_home}).apply(raw, dave)
+    assert without is not None
+    assert result_header(without) == (
+        "not decrypted: the secret key needs a passphrase and no passphrase_file is set")
+    (tmp_path / "dave.pass").write_text(PASSPHRASE + "\n")
+    with_file = make_filter({"gnupg_home": pgp_keys.gnupg_home,
+                             "passphrase_file": str(tmp_path / "%u.pass")}).apply(raw, dave)
+    assert with_file is not None
+    assert body_text(check_wire_form(with_file)) == SECRET + "\n"
+
+
+def test_slow_gpg_is_killed(pgp_keys: Keys, tmp_path: Path) -> None:
+    """A gpg that hangs (here: the real gpg behind a sleep on --decrypt) is killed at the
+    timeout and the message is left to the chain (FilterError), never waited for."""
+    slow = tmp_path / "slow-gpg"
+    slow.write_text('#!/bin/sh\ncase " $* " in *" --decrypt "*) sleep 20;; esac\nexec gpg "$@"\n')
+    slow.chmod(0o755)
+    pgp = make_filter({"gnupg_home": pgp_keys.gnupg_home, "gpg_binary": str(slow),
+                       "timeout": 1})
+    started = time.monotonic()
+    with pytest.raises(FilterError, match="longer than 1 s"):
+        pgp.apply(pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity()), ALICE)
+    assert time.monotonic() - started < 10
+
+
+def test_concurrent_messages_of_one_home(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """The proxy filters from several threads; one home's gpg runs take turns (one lock)."""
+    messages = [pgp_mime(pgp_keys.bob, pgp_keys.alice, MIMEText(f"message {n}\n"))
+                for n in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outs = list(pool.map(lambda raw: pgp.apply(raw, ALICE), messages, timeout=60))
+    for n, out in enumerate(outs):
+        assert out is not None
+        assert body_text(check_wire_form(out)) == f"message {n}\n"
