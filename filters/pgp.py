@@ -82,7 +82,7 @@ class PgpFilter:
         if not mentions_pgp(raw):
             return strip_result_headers(raw) if has_forged_result(raw) else None
         try:
-            return open_message(raw, self._gpg(context.user))
+            return open_message(raw, lambda: self._gpg(context.user))
         except GpgTimeout as exc:
             raise FilterError(str(exc)) from exc
 

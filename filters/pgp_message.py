@@ -10,6 +10,7 @@ explanation with the original attached (``Undecryptable`` carries why).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imapproxy.mime import MimeDecodeError, Part, parse_message
@@ -71,9 +72,9 @@ def strip_result_headers(raw: bytes) -> bytes:
     return kept + b"\r\n" + body
 
 
-def open_message(raw: bytes, gpg: Gpg) -> bytes | None:
+def open_message(raw: bytes, gpg: Callable[[], Gpg]) -> bytes | None:
     """The decrypted/verified message with its result headers, the failure explanation, or None
-    when there was nothing PGP in it after all."""
+    when there was nothing PGP in it after all. ``gpg`` is only called when a part needs it."""
     raw = crlf(raw)
     opener = _Opener(raw, gpg)
     try:
@@ -112,9 +113,12 @@ class _Opener:
     """Walks the part tree and collects byte edits and result phrases."""
 
     raw: bytes
-    gpg: Gpg
+    gpg_for: Callable[[], Gpg]
     edits: list[tuple[int, int, bytes]] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
+
+    def gpg(self) -> Gpg:
+        return self.gpg_for()
 
     def visit(self, part: Part, is_root: bool = False) -> None:
         kind = _mime_type(part)
@@ -139,7 +143,7 @@ class _Opener:
                                    data.content.transfer_encoding)
         except MimeDecodeError as exc:
             raise Undecryptable(Decryption(False, reason=f"corrupt encrypted part: {exc}")) from exc
-        decryption = self.gpg.decrypt(blob)
+        decryption = self.gpg().decrypt(blob)
         if not decryption.ok:
             raise Undecryptable(decryption)
         entity = crlf(decryption.data)
@@ -169,7 +173,7 @@ class _Opener:
                                         sig.content.transfer_encoding)
         except MimeDecodeError:
             return [Signature("invalid", "")]
-        return list(self.gpg.verify_detached(crlf(raw[signed.offset:signed.end]), signature))
+        return list(self.gpg().verify_detached(crlf(raw[signed.offset:signed.end]), signature))
 
     def _open_inline(self, part: Part, is_root: bool) -> None:
         """Armored blocks in a text/plain body: decrypt each encrypted one in place, then check
@@ -183,7 +187,7 @@ class _Opener:
             return
         changed = False
         for block in reversed(list(_ENCRYPTED_BLOCK.finditer(text))):
-            decryption = self.gpg.decrypt(block.group(0) + b"\r\n")
+            decryption = self.gpg().decrypt(block.group(0) + b"\r\n")
             if not decryption.ok:
                 raise Undecryptable(decryption)
             plain = crlf(decryption.data)
@@ -193,7 +197,7 @@ class _Opener:
             self.phrases.append("; ".join([f"decrypted with key {decryption.key}"]
                                           + _describe(decryption.signatures)))
         for block in _SIGNED_BLOCK.finditer(text):
-            self.phrases += _describe(self.gpg.verify_inline(block.group(0) + b"\r\n"))
+            self.phrases += _describe(self.gpg().verify_inline(block.group(0) + b"\r\n"))
         if changed:
             self.edits.append((part.offset, part.end, self._text_part(part, text, is_root)))
 

@@ -130,9 +130,18 @@ def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
 
 def test_plain_message_is_left_alone(pgp: PgpFilter) -> None:
     msg = EmailMessage()
-    headers(msg, Person("Bob", "bob@example.org", None, "", ""), "hello")  # type: ignore[arg-type]
+    headers(msg, Person("Bob", "bob@example.org", Path("/"), "", ""), "hello")
     msg.set_content("Nothing to see here, no PGP.\n")
     assert pgp.apply(wire(msg), ALICE) is None
+
+
+def test_pgp_words_in_plain_text_need_no_gpg(pgp: PgpFilter) -> None:
+    msg = EmailMessage()
+    headers(msg, Person("Bob", "bob@example.org", Path("/"), "", ""), "about PGP")
+    msg.set_content("PGP/MIME uses application/pgp-encrypted; armor starts "
+                    "with -----BEGIN PGP MESSAGE----- (not at a line start here).\n")
+    # A user without any GnuPG home: nothing here needs gpg, so nothing fails.
+    assert pgp.apply(wire(msg), FilterContext(user="nobody")) is None
 
 
 def test_forged_result_header_is_removed(pgp: PgpFilter, pgp_keys: Keys) -> None:
@@ -203,6 +212,16 @@ def test_inline_encrypted(pgp: PgpFilter, pgp_keys: Keys) -> None:
     text = body_text(check_wire_form(out))
     assert text == f"Hi Alice,\n\n{SECRET}\n\nBob\n"
     assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
+
+
+def test_inline_encrypted_in_base64_body(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    armored = pgp_keys.bob.encrypt(SECRET.encode(), pgp_keys.alice)
+    msg = EmailMessage()
+    headers(msg, pgp_keys.bob, "base64 inline")
+    msg.set_content(armored.decode(), cte="base64")
+    out = pgp.apply(wire(msg), ALICE)
+    assert out is not None
+    assert body_text(check_wire_form(out)) == SECRET + "\n"
 
 
 def test_inline_encrypted_inside_multipart(pgp: PgpFilter, pgp_keys: Keys) -> None:
