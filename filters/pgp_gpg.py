@@ -233,7 +233,8 @@ class Gpg:
             result = self._gpg.decrypt(data, passphrase=self._passphrase)
         status = _Status.parse(result.stderr or "")
         recipients = tuple("0x" + value.split()[0] for value in status.values("ENC_TO"))
-        if not status.has("DECRYPTION_OKAY") or result.returncode not in (0, 1):
+        # Not the exit code: gpg exits 2 for a good decryption whose signer key is unknown.
+        if not status.has("DECRYPTION_OKAY"):
             missing = [value.split()[0] for value in status.values("NO_SECKEY")]
             if missing and len(missing) == len(recipients):
                 reason = "no secret key for " + ", ".join("0x" + key for key in missing)

@@ -35,6 +35,7 @@ from .pgp_mime import (
 # substring tests: a regular expression costs ~50 times more on a 20 KB message.
 _MARKERS = (b"-----BEGIN PGP ", b"LS0tLS1CRUdJTiBQR1Ag", b"pgp-", b"PGP-", b"Pgp-")
 _FORGED = re.compile(rb"^x-imapproxy-pgp[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _ENCRYPTED_BLOCK = re.compile(
     rb"^-----BEGIN PGP MESSAGE-----[ \t]*\r\n.*?^-----END PGP MESSAGE-----[ \t]*(?=\r\n|\Z)",
     re.MULTILINE | re.DOTALL,
@@ -115,12 +116,9 @@ class _Opener:
     """Walks the part tree and collects byte edits and result phrases."""
 
     raw: bytes
-    gpg_for: Callable[[], Gpg]
+    gpg: Callable[[], Gpg]
     edits: list[tuple[int, int, bytes]] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
-
-    def gpg(self) -> Gpg:
-        return self.gpg_for()
 
     def visit(self, part: Part, is_root: bool = False) -> None:
         kind = _mime_type(part)
@@ -148,7 +146,7 @@ class _Opener:
         decryption = self.gpg().decrypt(blob)
         if not decryption.ok:
             raise Undecryptable(decryption)
-        entity = crlf(decryption.data)
+        entity = _as_entity(crlf(decryption.data))
         inner_head, inner_body = split_entity(entity)
         inner = without_result_headers(header_fields(inner_head))
         signatures = list(decryption.signatures)
@@ -188,6 +186,7 @@ class _Opener:
         if b"-----BEGIN PGP " not in text:
             return
         changed = False
+        phrases: list[str] = []
         for block in reversed(list(_ENCRYPTED_BLOCK.finditer(text))):
             decryption = self.gpg().decrypt(block.group(0) + b"\r\n")
             if not decryption.ok:
@@ -196,8 +195,9 @@ class _Opener:
             plain = plain[:-2] if plain.endswith(b"\r\n") else plain
             text = text[:block.start()] + plain + text[block.end():]
             changed = True
-            self.phrases.append("; ".join([f"decrypted with key {decryption.key}"]
-                                          + _describe(decryption.signatures)))
+            phrases.insert(0, "; ".join([f"decrypted with key {decryption.key}"]
+                                        + _describe(decryption.signatures)))
+        self.phrases += phrases
         for block in _SIGNED_BLOCK.finditer(text):
             self.phrases += _describe(self.gpg().verify_inline(block.group(0) + b"\r\n"))
         if changed:
@@ -221,6 +221,19 @@ class _Opener:
         fields.append((b"content-transfer-encoding",
                        b"Content-Transfer-Encoding: " + encoding + b"\r\n"))
         return b"".join(value for _, value in fields) + b"\r\n" + encode_transfer(text, encoding)
+
+
+def _as_entity(plaintext: bytes) -> bytes:
+    """The decrypted data as a MIME entity. RFC 3156 requires one, but some senders encrypt
+    bare text: that becomes a text/plain entity instead of a header of garbage."""
+    first_line = plaintext.split(b"\r\n", 1)[0]
+    if not first_line or _HEADER_LINE.match(first_line):
+        return plaintext
+    charset = b"us-ascii" if plaintext.isascii() else b"utf-8"
+    encoding = text_transfer_encoding(plaintext)
+    return (b"Content-Type: text/plain; charset=" + charset + b"\r\n"
+            + b"Content-Transfer-Encoding: " + encoding + b"\r\n\r\n"
+            + encode_transfer(plaintext, encoding))
 
 
 def _mime_type(part: Part) -> bytes:

@@ -189,6 +189,47 @@ def test_pgp_mime_encrypted_and_signed(pgp: PgpFilter, pgp_keys: Keys) -> None:
         f"0x{pgp_keys.bob.fingerprint} Bob <bob@example.org> (trust undefined)")
 
 
+def test_pgp_mime_signed_by_unknown_key_still_decrypts(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """gpg exits 2 when it cannot check the signature: the decryption still counts."""
+    out = pgp.apply(pgp_mime(pgp_keys.carol, pgp_keys.alice, secret_entity(), sign=True), ALICE)
+    assert out is not None
+    assert body_text(check_wire_form(out)) == SECRET + "\n"
+    assert result_header(out) == (f"decrypted with key 0x{pgp_keys.alice.fingerprint}; "
+                                  f"signature unknown key 0x{pgp_keys.carol.fingerprint}")
+
+
+def test_pgp_mime_bare_text_inside(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """Some senders encrypt plain text instead of a MIME entity: it is served as text/plain."""
+    armored = pgp_keys.bob.encrypt(b"Just text: no header here.\n", pgp_keys.alice)
+    outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
+    outer.attach(MIMEApplication(b"Version: 1\r\n", "pgp-encrypted", _encoder=encode_7or8bit))
+    outer.attach(MIMEApplication(armored, "octet-stream", _encoder=encode_7or8bit))
+    headers(outer, pgp_keys.bob, "bare")
+    out = pgp.apply(wire(outer), ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert msg.get_content_type() == "text/plain"
+    assert body_text(msg) == "Just text: no header here.\n"
+
+
+def test_pgp_mime_inside_multipart_mixed(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """A mailing list wraps the encrypted message and adds a footer: decrypted in place."""
+    encrypted = email.message_from_bytes(pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity()))
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version"):
+        del encrypted[name]
+    wrapper = MIMEMultipart("mixed")
+    headers(wrapper, pgp_keys.bob, "list")
+    wrapper.attach(encrypted)
+    wrapper.attach(MIMEText("-- \nlist footer\n"))
+    out = pgp.apply(wire(wrapper), ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    first, footer = msg.iter_parts()  # type: ignore[attr-defined]
+    assert first.get_content() == SECRET + "\n"
+    assert "list footer" in footer.get_content()
+    assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
+
+
 def test_pgp_mime_encrypted_multipart_signed_inside(pgp: PgpFilter, pgp_keys: Keys) -> None:
     """RFC 3156 section 6.1: sign (multipart/signed), then encrypt that whole entity."""
     content = MIMEText(SECRET, "plain", "utf-8")
