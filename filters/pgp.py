@@ -113,7 +113,10 @@ class PgpFilter:
             if gpg is None:
                 if not os.path.isdir(home):
                     raise FilterError(f"no GnuPG home {home}")
-                gpg = Gpg(home, self.gpg_binary, self._passphrase(user), self.timeout)
+                try:
+                    gpg = Gpg(home, self.gpg_binary, self._passphrase(user), self.timeout)
+                except (OSError, ValueError) as exc:
+                    raise FilterError(f"cannot run {self.gpg_binary} on {home}: {exc}") from exc
                 self._gpgs[home] = gpg
             return gpg
 

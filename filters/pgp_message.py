@@ -157,6 +157,10 @@ class _Opener:
                                       + _describe(signatures)))
         outer = [(name, text) for name, text in header_fields(
             self.raw[part.offset:part.body_offset]) if not is_content_field(name)]
+        if _param(inner_root, b"protected-headers").lower() == b"v1":
+            # Protected headers (Thunderbird's encrypted subject): the inner ones win.
+            inner_names = {name for name, _ in inner}
+            outer = [(name, text) for name, text in outer if name not in inner_names]
         names = {name for name, _ in outer}
         added = [(name, text) for name, text in inner if name not in names]
         if is_root and b"mime-version" not in names | {name for name, _ in added}:

@@ -230,6 +230,28 @@ def test_pgp_mime_inside_multipart_mixed(pgp: PgpFilter, pgp_keys: Keys) -> None
     assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
 
 
+def test_protected_headers_win(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    """Thunderbird encrypts the subject: the outer one is "...", the real one is inside."""
+    inner = MIMEText(SECRET + "\n", "plain", "utf-8")
+    inner.set_param("protected-headers", "v1")
+    inner["Subject"] = "the real subject"
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, inner)
+    raw = raw.replace(b"Subject: encrypted", b"Subject: ...")
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    msg = check_wire_form(out)
+    assert msg.get_all("Subject") == ["the real subject"]
+    assert msg["From"] == "Bob <bob@example.org>"
+    root = parse_message(out)
+    assert root.envelope is not None and root.envelope.subject == b"the real subject"
+
+
+def test_missing_gpg_binary_is_a_filter_error(pgp_keys: Keys) -> None:
+    pgp = make_filter({"gnupg_home": pgp_keys.gnupg_home, "gpg_binary": "/nonexistent/gpg"})
+    with pytest.raises(FilterError, match="cannot run"):
+        pgp.apply(pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity()), ALICE)
+
+
 def test_pgp_mime_encrypted_multipart_signed_inside(pgp: PgpFilter, pgp_keys: Keys) -> None:
     """RFC 3156 section 6.1: sign (multipart/signed), then encrypt that whole entity."""
     content = MIMEText(SECRET, "plain", "utf-8")
