@@ -249,6 +249,9 @@ class Gpg:
         for value in status.values("DECRYPTION_KEY"):
             parts = value.split()
             key = "0x" + (parts[1] if len(parts) > 1 else parts[0])
+        if not key and recipients:  # a gpg without DECRYPTION_KEY: the key id it used
+            unusable = {"0x" + value.split()[0] for value in status.values("NO_SECKEY")}
+            key = next((r for r in recipients if r not in unusable), recipients[0])
         data_out: bytes = result.data
         return Decryption(True, data_out, key, recipients, signatures=status.signatures())
 

@@ -16,6 +16,7 @@ from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,12 @@ def test_filter_identity(pgp: PgpFilter, pgp_keys: Keys) -> None:
     other = make_filter({"gnupg_home": pgp_keys.gnupg_home})
     assert pgp.fingerprint() != other.fingerprint()
     assert other.fingerprint() == make_filter({"gnupg_home": pgp_keys.gnupg_home}).fingerprint()
+
+
+def test_registered_as_entry_point(pgp_keys: Keys) -> None:
+    (entry,) = entry_points(group="imapproxy.filters", name="pgp")
+    made = entry.load()({"gnupg_home": pgp_keys.gnupg_home})
+    assert isinstance(made, PgpFilter)
 
 
 @pytest.mark.parametrize("settings", [
