@@ -6,7 +6,8 @@ user's key so the upstream never stores that plaintext. See docs/pgp.md.
 Settings (``[filters.pgp]``): ``gnupg_home`` (required; ``%u`` = user name, else one shared
 home), ``gpg_binary`` ("gpg"), ``passphrase_file`` (optional, ``%u`` allowed), ``timeout``
 (seconds per gpg run, 30), ``encrypt_append_folders`` ([]: mailbox names or glob patterns),
-``encrypt_append_key`` ("%u": the recipient gpg looks up, ``%u`` = user name).
+``encrypt_append_key`` ("%u": the recipient gpg looks up, ``%u`` = user name),
+``max_plaintext_mb`` (100: a message that decrypts to more is explained, not served).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from imapproxy.filtering.api import FilterContext, FilterError
 from imapproxy.mime import parse_message
 
-from .pgp_gpg import Gpg, GpgTimeout
+from .pgp_gpg import Gpg, GpgOutputTooLarge, GpgTimeout
 from .pgp_message import (
     has_forged_result,
     mentions_pgp,
@@ -39,7 +40,7 @@ OUTER_HEADERS = frozenset(
 
 _SETTINGS = frozenset({
     "gnupg_home", "gpg_binary", "passphrase_file", "timeout",
-    "encrypt_append_folders", "encrypt_append_key",
+    "encrypt_append_folders", "encrypt_append_key", "max_plaintext_mb",
 })
 
 
@@ -58,6 +59,7 @@ class PgpFilter:
         timeout: float = 30.0,
         encrypt_append_folders: tuple[str, ...] = (),
         encrypt_append_key: str = "%u",
+        max_plaintext_mb: int = 100,
     ) -> None:
         self.gnupg_home = gnupg_home
         self.gpg_binary = gpg_binary
@@ -65,6 +67,7 @@ class PgpFilter:
         self.timeout = timeout
         self.encrypt_append_folders = encrypt_append_folders
         self.encrypt_append_key = encrypt_append_key
+        self.max_plaintext_mb = max_plaintext_mb
         self._gpgs: dict[str, Gpg] = {}
         self._gpgs_lock = threading.Lock()
 
@@ -75,6 +78,7 @@ class PgpFilter:
             "passphrase_file": self.passphrase_file,
             "encrypt_append_folders": list(self.encrypt_append_folders),
             "encrypt_append_key": self.encrypt_append_key,
+            "max_plaintext_mb": self.max_plaintext_mb,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -99,7 +103,7 @@ class PgpFilter:
         entity = b"".join(text for _, text in inner) + b"\r\n" + body
         try:
             armored = self._gpg(context.user).encrypt(entity, self._recipient(context.user))
-        except (ValueError, GpgTimeout) as exc:
+        except (ValueError, GpgTimeout, GpgOutputTooLarge) as exc:
             raise FilterError(str(exc)) from exc
         return pgp_mime_encrypted(outer, armored)
 
@@ -114,7 +118,8 @@ class PgpFilter:
                 if not os.path.isdir(home):
                     raise FilterError(f"no GnuPG home {home}")
                 try:
-                    gpg = Gpg(home, self.gpg_binary, self._passphrase(user), self.timeout)
+                    gpg = Gpg(home, self.gpg_binary, self._passphrase(user), self.timeout,
+                              self.max_plaintext_mb << 20)
                 except (OSError, ValueError) as exc:
                     raise FilterError(f"cannot run {self.gpg_binary} on {home}: {exc}") from exc
                 self._gpgs[home] = gpg
@@ -173,6 +178,9 @@ def make_filter(settings: Mapping[str, Any]) -> PgpFilter:
     timeout = settings.get("timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ValueError("[filters.pgp]: timeout must be a positive number of seconds")
+    max_mb = settings.get("max_plaintext_mb", 100)
+    if isinstance(max_mb, bool) or not isinstance(max_mb, int) or max_mb <= 0:
+        raise ValueError("[filters.pgp]: max_plaintext_mb must be a positive whole number")
     folders = settings.get("encrypt_append_folders", [])
     if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
         raise ValueError("[filters.pgp]: encrypt_append_folders must be a list of names")
@@ -183,6 +191,7 @@ def make_filter(settings: Mapping[str, Any]) -> PgpFilter:
         timeout=float(timeout),
         encrypt_append_folders=tuple(folders),
         encrypt_append_key=_string(settings, "encrypt_append_key", "%u"),
+        max_plaintext_mb=max_mb,
     )
 
 

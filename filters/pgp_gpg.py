@@ -41,6 +41,10 @@ class GpgTimeout(Exception):
     """gpg did not finish in time and was killed."""
 
 
+class GpgOutputTooLarge(Exception):
+    """gpg's output went over the cap and gpg was killed."""
+
+
 @dataclass(frozen=True)
 class Signature:
     """One signature gpg checked."""
@@ -154,18 +158,32 @@ def _text(value: str) -> str:
     return "".join(ch for ch in decoded if ch.isprintable()).strip()
 
 
-class _Deadline:
-    """Kills a gpg process group when it runs past its time."""
+class _Bounds:
+    """Kills one gpg process group when it runs past its time or writes more than its cap (a
+    compressed "bomb" decrypts to gigabytes)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], seconds: float) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], seconds: float, max_output: int):
         self.process = process
         self.expired = False
-        self._timer = threading.Timer(seconds, self._kill)
+        self.overflowed = False
+        self._left = max_output
+        self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
 
-    def _kill(self) -> None:
+    def _expire(self) -> None:
         self.expired = True
+        self._kill()
+
+    def count(self, chunk: bytes) -> bool:
+        """python-gnupg's on_data hook: False drops the chunk (nothing is kept past the cap)."""
+        self._left -= len(chunk)
+        if self._left < 0 and not self.overflowed:
+            self.overflowed = True
+            self._kill()
+        return not self.overflowed
+
+    def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -173,32 +191,36 @@ class _Deadline:
         self._timer.cancel()
 
 
-class _TimedGPG(gnupg.GPG):  # type: ignore[misc]
-    """python-gnupg's GPG with a deadline on every gpg process it starts."""
+class _BoundedGPG(gnupg.GPG):  # type: ignore[misc]
+    """python-gnupg's GPG with a deadline and an output cap on every gpg process it starts."""
 
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
+    def __init__(self, timeout: float, max_output: int, **kwargs: Any) -> None:
         self.timeout = timeout
-        self._deadlines: dict[int, _Deadline] = {}
+        self.max_output = max_output
+        self._bounds: dict[int, _Bounds] = {}
         super().__init__(**kwargs)
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
-        # As python-gnupg's, but in a process group of its own, so a timeout kills whatever
-        # gpg started that still holds its pipes.
+        # As python-gnupg's, but in a process group of its own, so a kill also reaches
+        # whatever gpg started that still holds its pipes.
         process = subprocess.Popen(
             self.make_args(args, passphrase), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=self.env, start_new_session=True,
         )
-        self._deadlines[process.pid] = _Deadline(process, self.timeout)
+        self._bounds[process.pid] = _Bounds(process, self.timeout, self.max_output)
         return process
 
     def _collect_output(self, process: Any, result: Any, *args: Any, **kwargs: Any) -> Any:
+        bounds = self._bounds.pop(process.pid)
+        self.on_data = bounds.count  # read by the base class when it starts its reader
         try:
             return super()._collect_output(process, result, *args, **kwargs)
         finally:
-            deadline = self._deadlines.pop(process.pid)
-            deadline.cancel()
-            if deadline.expired:
+            bounds.cancel()
+            if bounds.expired:
                 raise GpgTimeout(f"gpg took longer than {self.timeout:g} s")
+            if bounds.overflowed:
+                raise GpgOutputTooLarge(f"the output is over {self.max_output >> 20} MB")
 
 
 def _checked(result: Any) -> tuple[Signature, ...]:
@@ -221,16 +243,21 @@ class Gpg:
     """gpg on one GnuPG home: decrypt, verify, encrypt. Not-decryptable input is a result,
     not an exception; a timeout raises GpgTimeout."""
 
-    def __init__(self, home: str, binary: str, passphrase: str | None, timeout: float) -> None:
+    def __init__(self, home: str, binary: str, passphrase: str | None, timeout: float,
+                 max_output: int) -> None:
         self.home = home
         self._lock = home_lock(home)
         self._passphrase = passphrase
         with self._lock:
-            self._gpg = _TimedGPG(timeout, gpgbinary=binary, gnupghome=home, options=_OPTIONS)
+            self._gpg = _BoundedGPG(timeout, max_output, gpgbinary=binary, gnupghome=home,
+                                    options=_OPTIONS)
 
     def decrypt(self, data: bytes) -> Decryption:
-        with self._lock:
-            result = self._gpg.decrypt(data, passphrase=self._passphrase)
+        try:
+            with self._lock:
+                result = self._gpg.decrypt(data, passphrase=self._passphrase)
+        except GpgOutputTooLarge as exc:
+            return Decryption(False, reason=f"too large to decrypt: {exc}")
         status = _Status.parse(result.stderr or "")
         recipients = tuple("0x" + value.split()[0] for value in status.values("ENC_TO"))
         # Not the exit code: gpg exits 2 for a good decryption whose signer key is unknown.

@@ -126,6 +126,7 @@ def test_registered_as_entry_point(pgp_keys: Keys) -> None:
     {},
     {"gnupg_home": ""},
     {"gnupg_home": "/x", "timeout": 0},
+    {"gnupg_home": "/x", "max_plaintext_mb": 1.5},
     {"gnupg_home": "/x", "encrypt_append_folders": "Sent"},
     {"gnupg_home": "/x", "gpg_binary": 3},
     {"gnupg_home": "/x", "surprise": True},
@@ -469,6 +470,19 @@ def test_protected_key_needs_the_passphrase_file(pgp_keys: Keys, tmp_path: Path)
                              "passphrase_file": str(tmp_path / "%u.pass")}).apply(raw, dave)
     assert with_file is not None
     assert body_text(check_wire_form(with_file)) == SECRET + "\n"
+
+
+def test_decompression_bomb_is_refused(pgp_keys: Keys) -> None:
+    """8 MB of zeros compress to a few KB: over max_plaintext_mb, gpg is stopped and the
+    message explained; memory never holds more than the cap."""
+    bomb = MIMEText("0" * (8 << 20))
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, bomb)
+    assert len(raw) < 100_000
+    pgp = make_filter({"gnupg_home": pgp_keys.gnupg_home, "max_plaintext_mb": 1})
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    assert result_header(out) == "not decrypted: too large to decrypt: the output is over 1 MB"
+    assert len(out) < 2 * len(raw) + 2000
 
 
 def test_slow_gpg_is_killed(pgp_keys: Keys, tmp_path: Path) -> None:
