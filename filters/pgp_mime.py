@@ -8,8 +8,8 @@ Built on bytes rather than Python's email package so untouched parts keep their 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
-import secrets
 from collections.abc import Iterable
 
 from imapproxy.mime.decode import base64_decode, qp_decode
@@ -98,8 +98,11 @@ def encode_transfer(text: bytes, encoding: bytes) -> bytes:
     return text
 
 
-def new_boundary() -> bytes:
-    return b"=_imapproxy_pgp_" + secrets.token_hex(12).encode()
+def boundary_for(content: bytes) -> bytes:
+    """A boundary derived from what it encloses: the same message always gives the same
+    output (the filter contract; sizes and sections must not change between fetches), and
+    content practically never holds a line with its own hash."""
+    return b"=_imapproxy_pgp_" + hashlib.sha256(content).hexdigest()[:24].encode()
 
 
 def failure_message(
@@ -108,7 +111,7 @@ def failure_message(
     """A readable multipart/mixed message saying why the message could not be decrypted, with
     the original attached as message/rfc822. Keeps the original's non-Content headers so the
     client still shows sender, subject and date."""
-    boundary = new_boundary()
+    boundary = boundary_for(original)
     head = b"".join(text for name, text in without_result_headers(fields)
                     if not is_content_field(name) and name != b"mime-version")
     text = crlf(explanation.encode("utf-8")).rstrip(b"\r\n") + b"\r\n"
@@ -133,7 +136,7 @@ def failure_message(
 def pgp_mime_encrypted(outer: list[Field], armored: bytes) -> bytes:
     """An RFC 3156 multipart/encrypted message: ``outer`` header fields, then the version part
     and the armored data."""
-    boundary = new_boundary()
+    boundary = boundary_for(armored)
     return (
         b"".join(text for _, text in outer)
         + b"MIME-Version: 1.0\r\n"

@@ -386,6 +386,7 @@ def test_encrypted_to_another_key_is_explained(pgp: PgpFilter, pgp_keys: Keys) -
     assert attached.get_content().as_bytes(policy=email.policy.SMTP) == raw
     tree = parse_message(out)
     assert tree.children[1].children[0].body_size > 0  # the original, as an embedded message
+    assert pgp.apply(raw, ALICE) == out  # the same bytes every time: sizes never change
 
 
 def test_corrupt_armor_is_explained(pgp: PgpFilter, pgp_keys: Keys) -> None:
