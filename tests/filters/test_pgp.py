@@ -185,6 +185,7 @@ def test_pgp_mime_encrypted(pgp: PgpFilter, pgp_keys: Keys) -> None:
     assert msg.get_content_type() == "text/plain"
     assert result_header(out) == f"decrypted with key 0x{pgp_keys.alice.fingerprint}"
     assert parse_message(out).content.subtype == b"plain"
+    assert pgp.apply(raw, ALICE) == out
 
 
 def test_pgp_mime_encrypted_and_signed(pgp: PgpFilter, pgp_keys: Keys) -> None:
