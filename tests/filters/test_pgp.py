@@ -53,12 +53,17 @@ def secret_entity() -> MIMEText:
     return MIMEText(SECRET + "\n", "plain", "utf-8")
 
 
-def pgp_mime(sender: Person, to: Person, entity: Message, sign: bool = False) -> bytes:
-    """RFC 3156 multipart/encrypted, as Thunderbird sends it."""
+def pgp_mime(sender: Person, to: Person, entity: Message, sign: bool = False,
+             base64_armor: bool = False) -> bytes:
+    """RFC 3156 multipart/encrypted, as Thunderbird sends it (or with the armor base64
+    encoded once more, as some clients do)."""
     armored = sender.encrypt(wire(entity), to, sign=sign)
     outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
     outer.attach(MIMEApplication(b"Version: 1\r\n", "pgp-encrypted", _encoder=encode_7or8bit))
-    outer.attach(MIMEApplication(armored, "octet-stream", _encoder=encode_7or8bit))
+    if base64_armor:
+        outer.attach(MIMEApplication(armored, "octet-stream"))
+    else:
+        outer.attach(MIMEApplication(armored, "octet-stream", _encoder=encode_7or8bit))
     headers(outer, sender, "encrypted")
     return wire(outer)
 
@@ -188,6 +193,14 @@ def test_pgp_mime_encrypted(pgp: PgpFilter, pgp_keys: Keys) -> None:
     assert pgp.apply(raw, ALICE) == out
 
 
+def test_pgp_mime_armor_in_base64(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity(), base64_armor=True)
+    assert b"BEGIN PGP MESSAGE" not in raw
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    assert body_text(check_wire_form(out)) == SECRET + "\n"
+
+
 def test_pgp_mime_encrypted_and_signed(pgp: PgpFilter, pgp_keys: Keys) -> None:
     raw = pgp_mime(pgp_keys.bob, pgp_keys.alice, secret_entity(), sign=True)
     out = pgp.apply(raw, ALICE)
@@ -294,6 +307,18 @@ def test_inline_encrypted_in_base64_body(pgp: PgpFilter, pgp_keys: Keys) -> None
     out = pgp.apply(wire(msg), ALICE)
     assert out is not None
     assert body_text(check_wire_form(out)) == SECRET + "\n"
+
+
+def test_inline_encrypted_in_quoted_printable_body(pgp: PgpFilter, pgp_keys: Keys) -> None:
+    armored = pgp_keys.bob.encrypt(SECRET.encode(), pgp_keys.alice)
+    msg = EmailMessage()
+    headers(msg, pgp_keys.bob, "qp inline")
+    msg.set_content("Grüße vorab,\n\n" + armored.decode(), cte="quoted-printable")
+    raw = wire(msg)
+    assert b"=C3=BC" in raw
+    out = pgp.apply(raw, ALICE)
+    assert out is not None
+    assert body_text(check_wire_form(out)) == f"Grüße vorab,\n\n{SECRET}\n"
 
 
 def test_inline_encrypted_inside_multipart(pgp: PgpFilter, pgp_keys: Keys) -> None:
