@@ -1,5 +1,5 @@
-"""The PGP filter's gpg runner: python-gnupg driving the real gpg binary, with a timeout, one
-lock per GnuPG home, no passphrase prompts, and gpg's status lines turned into plain results.
+"""The PGP filter's gpg runner: python-gnupg driving the real gpg binary, with a timeout and
+an output cap on every run, one lock per GnuPG home, and no passphrase prompts.
 
 One lock per home because every gpg call of a home talks to that home's gpg-agent, and
 concurrent calls there contend (and, with loopback pinentry, can interleave passphrase
@@ -15,11 +15,11 @@ import signal
 import subprocess
 import tempfile
 import threading
-import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any
 
 import gnupg  # type: ignore[import-untyped]
+
+from .pgp_status import Decryption, Signature, Status
 
 # python-gnupg logs the first bytes of the data it verifies at DEBUG level: keep that (possibly
 # decrypted plaintext) out of the logs whatever the application's log level.
@@ -28,14 +28,6 @@ logging.getLogger("gnupg").setLevel(logging.INFO)
 # Never prompt, never reach the network for keys.
 _OPTIONS = ["--pinentry-mode", "loopback", "--no-auto-key-retrieve", "--disable-dirmngr"]
 
-_TRUST = {
-    "TRUST_UNDEFINED": "undefined",
-    "TRUST_NEVER": "never",
-    "TRUST_MARGINAL": "marginal",
-    "TRUST_FULLY": "full",
-    "TRUST_ULTIMATE": "ultimate",
-}
-
 
 class GpgTimeout(Exception):
     """gpg did not finish in time and was killed."""
@@ -43,119 +35,6 @@ class GpgTimeout(Exception):
 
 class GpgOutputTooLarge(Exception):
     """gpg's output went over the cap and gpg was killed."""
-
-
-@dataclass(frozen=True)
-class Signature:
-    """One signature gpg checked."""
-
-    status: str  # good | bad | unknown key | expired key | revoked key | expired | error
-    key: str  # "0x" + the signer's primary fingerprint (or the key id when that is all we know)
-    user: str = ""  # the signer's user id as gpg reports it
-    trust: str = ""  # ultimate | full | marginal | undefined | never ("" when not checked)
-
-    def describe(self) -> str:
-        """The phrase of the result header, e.g. ``signature good by 0xABC... Alice <a@b>``."""
-        if not self.key:
-            return f"signature {self.status}"
-        if self.status == "unknown key":
-            return f"signature unknown key {self.key}"
-        words = f"signature {self.status} by {self.key}"
-        if self.user:
-            words += f" {self.user}"
-        if self.status == "good" and self.trust not in ("", "full", "ultimate"):
-            words += f" (trust {self.trust})"
-        return words
-
-
-@dataclass(frozen=True)
-class Decryption:
-    """What gpg made of one encrypted blob; ``data`` is the plaintext, kept in memory only."""
-
-    ok: bool
-    data: bytes = b""
-    key: str = ""  # "0x" + primary fingerprint of the key that decrypted it
-    recipients: tuple[str, ...] = ()  # "0x" + key ids it was encrypted to
-    reason: str = ""  # why it failed, in gpg's words
-    signatures: tuple[Signature, ...] = ()
-
-
-@dataclass
-class _Status:
-    """gpg's ``[GNUPG:]`` status lines and its human messages, from one run."""
-
-    lines: list[tuple[str, str]] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, stderr: str) -> _Status:
-        status = cls()
-        for line in stderr.splitlines():
-            if line.startswith("[GNUPG:] "):
-                keyword, _, value = line[9:].partition(" ")
-                status.lines.append((keyword, value))
-            elif line.startswith("gpg: "):
-                status.messages.append(_text(line[5:]))
-        return status
-
-    def values(self, keyword: str) -> list[str]:
-        return [value for key, value in self.lines if key == keyword]
-
-    def has(self, keyword: str) -> bool:
-        return any(key == keyword for key, _ in self.lines)
-
-    def reason(self) -> str:
-        """gpg's own explanation, deduplicated (corrupt armor repeats lines)."""
-        seen: list[str] = []
-        for message in self.messages:
-            if message not in seen and not message.startswith(("encrypted with", " ")):
-                seen.append(message)
-        return "; ".join(seen[:5]) or "gpg failed"
-
-    def signatures(self) -> tuple[Signature, ...]:
-        """Each signature of the run, split at NEWSIG (gpg starts every signature with it)."""
-        groups: list[list[tuple[str, str]]] = []
-        for key, value in self.lines:
-            if key == "NEWSIG" or not groups:
-                groups.append([])
-            groups[-1].append((key, value))
-        found = (_signature(group) for group in groups)
-        return tuple(sig for sig in found if sig is not None)
-
-
-def _signature(lines: list[tuple[str, str]]) -> Signature | None:
-    """One signature's status lines as a Signature (None: no signature in them)."""
-    by_key = dict(lines)
-    trust = next((_TRUST[key] for key, _ in lines if key in _TRUST), "")
-    primary = ""
-    if "VALIDSIG" in by_key:
-        parts = by_key["VALIDSIG"].split()
-        primary = "0x" + (parts[9] if len(parts) >= 10 else parts[0])
-    for keyword, status in (
-        ("GOODSIG", "good"),
-        ("EXPKEYSIG", "good by expired key"),
-        ("REVKEYSIG", "good by revoked key"),
-        ("EXPSIG", "expired"),
-        ("BADSIG", "bad"),
-    ):
-        if keyword in by_key:
-            key_id, _, user = by_key[keyword].partition(" ")
-            return Signature(status, primary or "0x" + key_id, _text(user), trust)
-    if "ERRSIG" in by_key:
-        parts = by_key["ERRSIG"].split()
-        key = "0x" + (parts[6] if len(parts) >= 7 and parts[6] != "-" else parts[0])
-        if "NO_PUBKEY" in by_key:
-            return Signature("unknown key", key)
-        return Signature("error", key)
-    return None
-
-
-def _text(value: str) -> str:
-    """A status or message value as readable text: gpg writes UTF-8 with %XX escapes (read
-    as latin-1 by python-gnupg); control characters are dropped so it fits in a header."""
-    decoded = value.encode("latin-1", "replace").decode("utf-8", "replace")
-    decoded = urllib.parse.unquote(decoded)
-    return "".join(ch for ch in decoded if ch.isprintable()).strip()
 
 
 class _Bounds:
@@ -225,7 +104,7 @@ class _BoundedGPG(gnupg.GPG):  # type: ignore[misc]
 
 def _checked(result: Any) -> tuple[Signature, ...]:
     """The signatures of a verify run; an unreadable signature is one "invalid" signature."""
-    return _Status.parse(result.stderr or "").signatures() or (Signature("invalid", ""),)
+    return Status.parse(result.stderr or "").signatures() or (Signature("invalid", ""),)
 
 
 _home_locks: dict[str, threading.Lock] = {}
@@ -258,7 +137,7 @@ class Gpg:
                 result = self._gpg.decrypt(data, passphrase=self._passphrase)
         except GpgOutputTooLarge as exc:
             return Decryption(False, reason=f"too large to decrypt: {exc}")
-        status = _Status.parse(result.stderr or "")
+        status = Status.parse(result.stderr or "")
         recipients = tuple("0x" + value.split()[0] for value in status.values("ENC_TO"))
         # Not the exit code: gpg exits 2 for a good decryption whose signer key is unknown.
         if not status.has("DECRYPTION_OKAY"):
@@ -304,7 +183,7 @@ class Gpg:
         with self._lock:
             result = self._gpg.encrypt(data, [recipient], always_trust=True, armor=True)
         if not result.ok:
-            status = _Status.parse(result.stderr or "")
+            status = Status.parse(result.stderr or "")
             raise ValueError(f"cannot encrypt to {recipient!r}: {status.reason()}")
         armored: bytes = result.data
         return armored

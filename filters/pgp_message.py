@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from imapproxy.mime import MimeDecodeError, Part, parse_message
 
-from .pgp_gpg import Decryption, Gpg, Signature
+from .pgp_gpg import Gpg
 from .pgp_mime import (
     Field,
     crlf,
@@ -29,6 +29,7 @@ from .pgp_mime import (
     text_transfer_encoding,
     without_result_headers,
 )
+from .pgp_status import Decryption, Signature
 
 # Anything that may be PGP: armor (also as the start of a base64 body) or an RFC 3156 protocol
 # parameter (application/pgp-encrypted, -signature) in the spellings mail programs use. Plain
