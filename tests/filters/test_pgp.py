@@ -141,16 +141,16 @@ def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
         make_filter(settings)
 
 
-def test_plain_message_is_left_alone(pgp: PgpFilter) -> None:
+def test_plain_message_is_left_alone(pgp: PgpFilter, pgp_keys: Keys) -> None:
     msg = EmailMessage()
-    headers(msg, Person("Bob", "bob@example.org", Path("/"), "", ""), "hello")
+    headers(msg, pgp_keys.bob, "hello")
     msg.set_content("Nothing to see here, no PGP.\n")
     assert pgp.apply(wire(msg), ALICE) is None
 
 
-def test_pgp_words_in_plain_text_need_no_gpg(pgp: PgpFilter) -> None:
+def test_pgp_words_in_plain_text_need_no_gpg(pgp: PgpFilter, pgp_keys: Keys) -> None:
     msg = EmailMessage()
-    headers(msg, Person("Bob", "bob@example.org", Path("/"), "", ""), "about PGP")
+    headers(msg, pgp_keys.bob, "about PGP")
     msg.set_content("PGP/MIME uses application/pgp-encrypted; armor starts "
                     "with -----BEGIN PGP MESSAGE----- (not at a line start here).\n")
     # A user without any GnuPG home: nothing here needs gpg, so nothing fails.
