@@ -12,6 +12,7 @@ import ssl
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -71,7 +74,8 @@ class ProxyApp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
+                          self.pool)
         self.sessions.add(session)
         try:
             await session.run()
@@ -95,6 +99,7 @@ class ProxyApp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
         self.servers.clear()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None

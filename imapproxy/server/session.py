@@ -24,7 +24,14 @@ from typing import Any
 from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
-from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..errors import (
+    BadCommand,
+    CommandFailed,
+    ImapError,
+    SessionEnded,
+    UpstreamLost,
+    UpstreamUnavailable,
+)
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
@@ -39,6 +46,7 @@ from ..protocol.response import (
 from ..protocol.tokens import Atom, ParenList, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
+from ..upstream.pool import UpstreamPool, leaves_state_behind
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -98,7 +106,8 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, pool: UpstreamPool | None = None
+                 ) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -113,6 +122,9 @@ class Session:
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
         self.limiter = limiter
+        self.pool = pool or UpstreamPool.unshared(config.upstream,
+                                                  config.limits.max_literal_size, limiter)
+        self.reusable = True  # may the upstream connection serve another session afterwards
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
@@ -153,10 +165,12 @@ class Session:
 
     async def _finish(self) -> None:
         if self._prefetch is not None:
+            self.reusable &= self._prefetch.done()  # else a command was cut off mid-way
             self._prefetch.cancel()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=self.reusable,
+                                    selected=self.state is State.SELECTED)
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
@@ -184,7 +198,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None:
+        if self.upstream is not None and not self.upstream.lost:
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:
@@ -200,6 +214,9 @@ class Session:
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)
+            if self._serves_degraded():
+                log.warning("upstream lost user=%s: serving cached reads only", self.user)
+                return await self._read(timeout)
             raise UpstreamLost("Upstream server connection lost")
         raise SessionEnded("Disconnected for inactivity.")
 
@@ -240,8 +257,21 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
+        if leaves_state_behind(command):
+            self.reusable = False
         await self._settle_prefetch()
-        await handler(command)
+        try:
+            await handler(command)
+        except UpstreamLost as exc:
+            if not self._serves_degraded():
+                raise
+            raise UpstreamUnavailable("Upstream server unavailable; only cached messages "
+                                      "can be read") from exc
+
+    def _serves_degraded(self) -> bool:
+        """Once the upstream is gone, a session with a cached mailbox selected stays, serving
+        cached content (``[upstream] degraded_reads``); other commands get NO [UNAVAILABLE]."""
+        return self.config.upstream.pool.degraded_reads and self.mailbox_cache is not None
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -274,7 +304,7 @@ class Session:
 
     async def cmd_noop(self, command: Command) -> None:
         _no_args(command)
-        if self.upstream is None:
+        if self.upstream is None or (self.upstream.lost and self._serves_degraded()):
             self.write(status_line(command.tag, "OK", "NOOP completed."))
         else:
             await self.forward(command)
@@ -354,16 +384,8 @@ class Session:
     async def authenticate(self, tag: str, user: bytes, password: bytes,
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
-        upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size,
-                                                 self.limiter)
-        try:
-            status = await upstream.login(user, password, authzid)
-        except ImapError:
-            upstream.close()
-            raise
-        if status.status != "OK":
-            upstream.close()
+        upstream, status = await self.pool.login(user, password, authzid)
+        if upstream is None:
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
             code = status.code or "AUTHENTICATIONFAILED"
