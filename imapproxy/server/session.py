@@ -198,7 +198,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None and not self.upstream.lost:
+        if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:

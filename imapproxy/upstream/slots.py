@@ -45,9 +45,10 @@ class ConnectionSlots:
         return 0 < self.per_user <= self._by_user[user]
 
     def try_take(self, user: str) -> bool:
-        """Take a slot at once if one is free and nobody waits for it."""
-        if self._waiters or self.total_full() or self.user_full(user):
-            return False
+        """Take a slot at once if one is free and no earlier waiter could use it."""
+        if self.total_full() or self.user_full(user) \
+                or any(w.user == user for w in self._waiters):
+            return False  # (waiters that fit are granted at once: the others wait on their user)
         self._take(user)
         return True
 
