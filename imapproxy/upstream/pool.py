@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 RESET_TIMEOUT = 5.0  # seconds for the command that readies a connection for parking
 # Arguments that switch on per-connection behaviour (RFC 7162): after them the connection is
 # not what a new session expects.
-_STICKY = frozenset({"CONDSTORE", "QRESYNC", "MODSEQ", "CHANGEDSINCE", "UNCHANGEDSINCE"})
+_STICKY = frozenset({"CONDSTORE", "QRESYNC", "MODSEQ", "HIGHESTMODSEQ", "CHANGEDSINCE",
+                     "UNCHANGEDSINCE"})
 
 Opener = Callable[[], Awaitable[UpstreamConnection]]
 
