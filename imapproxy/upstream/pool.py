@@ -85,6 +85,7 @@ class UpstreamPool:
         self._parked: list[_Parked] = []  # oldest first
         self._backoffs: dict[str, Backoff] = {}
         self._discarding: set[asyncio.Task[None]] = set()
+        self._closed = False  # shutting down: nothing is parked any more
         self.logins = 0  # upstream logins sent (measured figures)
         self.reuses = 0
 
@@ -184,8 +185,9 @@ class UpstreamPool:
             await conn.logout()
             return
         try:
-            if reusable and self.settings.reuse_idle_seconds > 0 and not self.slots.waiting \
-                    and not conn.lost and await _reset(conn, selected):
+            if reusable and self.settings.reuse_idle_seconds > 0 and not self._closed \
+                    and not self.slots.waiting and not conn.lost \
+                    and await _reset(conn, selected) and not self._closed:
                 self._park(conn, lease)
                 lease = None
             else:
@@ -235,7 +237,8 @@ class UpstreamPool:
         task.add_done_callback(self._discarding.discard)
 
     async def close(self) -> None:
-        """Server shutdown: log every parked connection out."""
+        """Server shutdown: log every parked connection out; park nothing after."""
+        self._closed = True
         for parked in list(self._parked):
             self._discard(parked)
         if self._discarding:
