@@ -16,7 +16,7 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -100,6 +100,9 @@ def tls_context(config: UpstreamConfig) -> ssl.SSLContext:
 
 class UpstreamConnection:
     """An authenticated-or-not IMAP connection to the upstream; one command at a time."""
+
+    # Told (command name, seconds from sending to the tagged answer) of each command: metrics.
+    on_round_trip: Callable[[str, float], None] | None = None
 
     def __init__(self, config: UpstreamConfig, reader: _ResponseReader, caps: frozenset[str],
                  preauth: bool, limiter: UpstreamLimiter = UNLIMITED) -> None:
@@ -301,6 +304,8 @@ class UpstreamConnection:
                     if _stale(item, tags):
                         continue
                     if item.is_tagged(tags[-1]):
+                        if self.on_round_trip is not None:
+                            self.on_round_trip(command.name, time.monotonic() - sent)
                         break
                     yield item
                 if not _throttled(item.response):

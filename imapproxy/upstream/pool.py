@@ -86,6 +86,8 @@ class UpstreamPool:
         self._backoffs: dict[str, Backoff] = {}
         self._discarding: set[asyncio.Task[None]] = set()
         self._closed = False  # shutting down: nothing is parked any more
+        # Told "opened", "closed", "reused", "queued", "refused" (the metrics' counters).
+        self.on_event: Callable[[str], None] = lambda event: None
         self.logins = 0  # upstream logins sent (measured figures)
         self.reuses = 0
 
@@ -114,13 +116,19 @@ class UpstreamPool:
         upstream unreachable."""
         key = (authzid or user).decode("utf-8", "backslashreplace")
         digest = self._digest(user, password, authzid)
-        self._refuse_if_open()
+        try:
+            self._refuse_if_open()
+        except UpstreamUnavailable:
+            self.on_event("refused")
+            raise
         reused = self._unpark(key, digest)
         if reused is not None:
             self.reuses += 1
+            self.on_event("reused")
             log.debug("upstream connection reused user=%s", key)
             return reused, StatusResponse(None, "OK", text=b"Logged in (reused connection)")
         if not self.breaker.allow():
+            self.on_event("refused")
             raise UpstreamUnavailable("Upstream server unavailable; a probe is under way")
         await self._take_slot(key)
         try:
@@ -144,6 +152,7 @@ class UpstreamPool:
             self.slots.give_back(key)
             return None, status
         self._leases[conn] = _Lease(key, digest)
+        self.on_event("opened")
         return conn, status
 
     def _refuse_if_open(self) -> None:
@@ -173,7 +182,12 @@ class UpstreamPool:
             if self.slots.user_full(key) else list(self._parked)
         if blocking:
             self._discard(blocking[0])
-        await self.slots.take(key, self.settings.queue_timeout)
+        self.on_event("queued")
+        try:
+            await self.slots.take(key, self.settings.queue_timeout)
+        except UpstreamUnavailable:
+            self.on_event("refused")
+            raise
 
     # --- logout ----------------------------------------------------------------------------
 
@@ -196,6 +210,7 @@ class UpstreamPool:
             if lease is not None:
                 conn.close()
                 self.slots.give_back(lease.user)
+                self.on_event("closed")
 
     def _park(self, conn: UpstreamConnection, lease: _Lease) -> None:
         parked = _Parked(conn, lease)
@@ -231,6 +246,7 @@ class UpstreamPool:
             finally:
                 parked.conn.close()
                 self.slots.give_back(parked.lease.user)
+                self.on_event("closed")
 
         task = asyncio.ensure_future(close())
         self._discarding.add(task)
