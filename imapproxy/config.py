@@ -47,6 +47,7 @@ class UpstreamPoolConfig:
     breaker_failures: int = 5  # consecutive upstream failures that open the breaker (0 = off)
     breaker_cooldown: float = 30.0  # seconds the breaker stays open before a probe
     degraded_reads: bool = False  # keep a session whose upstream died, serving cached reads
+    shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
 
 
 @dataclass(frozen=True)

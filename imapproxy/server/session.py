@@ -55,6 +55,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
@@ -434,6 +435,9 @@ class Session:
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
+        if self.pool.settings.shared_idle and self.mailbox is not None:
+            await shared_idle(self, command, self.pool.idle, self.pool.owner_of(upstream))
+            return
         responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None

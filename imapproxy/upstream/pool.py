@@ -33,6 +33,7 @@ from .breaker import BreakerState, CircuitBreaker
 from .connection import UpstreamConnection
 from .health import UserHealth
 from .limits import UNLIMITED, UpstreamLimiter
+from .shared_idle import SharedIdle
 from .slots import ConnectionSlots
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class UpstreamPool:
         self._closed = False  # shutting down: nothing is parked any more
         # Told "opened", "closed", "reused", "queued", "refused" (the metrics' counters).
         self.on_event: Callable[[str], None] = lambda event: None
+        self.idle = SharedIdle()
         self.logins = 0  # upstream logins sent (measured figures)
         self.reuses = 0
 
@@ -102,6 +104,11 @@ class UpstreamPool:
         """For a session on its own (no app): nothing is parked."""
         config = replace(config, pool=replace(config.pool, reuse_idle_seconds=0.0))
         return cls.for_upstream(config, max_literal_size, limiter)
+
+    def owner_of(self, conn: UpstreamConnection) -> str:
+        """The user whose slot the connection holds (who it is logged in as)."""
+        lease = self._leases.get(conn)
+        return lease.user if lease is not None else ""
 
     @property
     def parked(self) -> int:

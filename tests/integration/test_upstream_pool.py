@@ -344,3 +344,83 @@ def test_without_degraded_reads_a_lost_upstream_still_ends_the_session(
     assert response.startswith(b"* BYE "), response
     assert client.is_closed()
 
+
+
+# --- shared IDLE -------------------------------------------------------------------------
+
+
+def idle(client: RawClient, tag: str) -> None:
+    client.send(f"{tag} IDLE\r\n".encode())
+    assert client.read_response().startswith(b"+ "), tag
+
+
+def read_until(client: RawClient, wanted: bytes) -> list[bytes]:
+    seen: list[bytes] = []
+    while wanted not in (seen[-1] if seen else b""):
+        seen.append(client.read_response())
+    return seen
+
+
+def test_shared_idle_one_upstream_idle_for_ten_clients(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True)
+    clients = [raw_factory(proxy.host, proxy.port) for _ in range(10)]
+    for client in clients:
+        client.login(account.user, account.password)
+        client.ok("SELECT INBOX")
+    counting_relay.throttle_on = b" IDLE\r\n"
+    for n, client in enumerate(clients):
+        idle(client, f"i{n}")
+    time.sleep(0.3)
+    assert len(counting_relay.seen) == 1  # one upstream IDLE for the ten
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, messages(4)[3])
+    started = time.monotonic()
+    for client in clients:
+        assert b"* 4 EXISTS\r\n" in read_until(client, b"* 4 EXISTS")
+    woke = time.monotonic() - started
+    imap.select("INBOX")
+    imap.store("2", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    imap.logout()
+    for client in clients:  # each in its own sequence numbers (all saw 4: the same here)
+        assert read_until(client, b" EXPUNGE")[-1] == b"* 2 EXPUNGE\r\n"
+    clients[0].send(b"DONE\r\n")  # the leader leaves: another takes over the upstream IDLE
+    _, tagged = clients[0].read_until_tagged("i0")
+    assert status_of(tagged) == b"OK"
+    wait_for(lambda: len(counting_relay.seen) == 2)
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, messages(5)[4])
+    imap.logout()
+    for client in clients[1:]:
+        assert b"* 4 EXISTS\r\n" in read_until(client, b"* 4 EXISTS")
+    for n, client in enumerate(clients[1:], 1):
+        client.send(b"DONE\r\n")
+        _, tagged = client.read_until_tagged(f"i{n}")
+        assert status_of(tagged) == b"OK", tagged
+        client.ok("NOOP")
+    assert proxy.app.pool.idle.idling == 0
+    assert woke < 5
+
+
+def test_shared_idle_ends_with_bad_on_anything_but_done(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any) -> None:
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True)
+    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
+    for client in (leader, follower):
+        client.login(account.user, account.password)
+        client.ok("SELECT INBOX")
+    idle(leader, "a")
+    idle(follower, "b")
+    follower.send(b"NOOP\r\n")
+    _, tagged = follower.read_until_tagged("b")
+    assert status_of(tagged) == b"BAD", tagged
+    leader.send(b"DONE\r\n")
+    _, tagged = leader.read_until_tagged("a")
+    assert status_of(tagged) == b"OK", tagged
+    leader.ok("NOOP")
+    follower.ok("NOOP")
