@@ -38,6 +38,7 @@ from .slots import ConnectionSlots
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFFS = 10_000  # per-user back-offs kept before idle ones are forgotten
 RESET_TIMEOUT = 5.0  # seconds for the command that readies a connection for parking
 # Arguments that switch on per-connection behaviour (RFC 7162): after them the connection is
 # not what a new session expects.
@@ -176,6 +177,8 @@ class UpstreamPool:
     def _backoff(self, key: str) -> Backoff:
         backoff = self._backoffs.get(key)
         if backoff is None:
+            if len(self._backoffs) >= MAX_BACKOFFS:  # forget users with nothing owed
+                self._backoffs = {k: b for k, b in self._backoffs.items() if b.delay() > 0}
             s = self.settings
             backoff = self._backoffs[key] = Backoff(s.throttle_initial, s.throttle_max,
                                                     s.throttle_shrink_after)
