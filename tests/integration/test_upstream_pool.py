@@ -332,6 +332,28 @@ def test_upstream_gone_cached_reads_go_on_and_the_breaker_recovers(
     assert bodies(reader) == before  # the degraded session still reads
 
 
+def test_stalled_upstream_degrades_after_the_command_timeout(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    proxy = proxy_factory(upstream_host="127.0.0.1", upstream_port=counting_relay.port,
+                          upstream={"command_timeout": 1.0,
+                                    "pool": _pool(degraded_reads=True, breaker_failures=1)})
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(account.user, account.password)
+    client.ok("SELECT INBOX")
+    before = bodies(client)
+    counting_relay.stalled.set()
+    started = time.monotonic()
+    _, tagged = client.command("STORE 1 +FLAGS (\\Flagged)")
+    assert status_of(tagged) == b"NO" and code_of(tagged) == b"UNAVAILABLE", tagged
+    assert time.monotonic() - started < 3
+    assert bodies(client) == before  # the session goes on, from the cache
+    _, tagged = client.command("STORE 1 +FLAGS (\\Flagged)")
+    assert code_of(tagged) == b"UNAVAILABLE"
+    assert proxy.app.pool.breaker.state.value == "open"  # the timeout counted
+    counting_relay.stalled.clear()
+
+
 def test_without_degraded_reads_a_lost_upstream_still_ends_the_session(
         proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
         account: Any, inbox: list[bytes]) -> None:
