@@ -14,6 +14,7 @@ from ..config import Config, ListenerConfig
 from ..observability.admin import AdminServer
 from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
 from .filter_hooks import Filtering
 from .session import Session
 
@@ -37,10 +38,13 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
         self.metrics = Metrics()
         # Built once: the filters, the in-memory variants.
         self.filtering = Filtering.from_config(config, self.metrics.filter_run)
         self.metrics.watch_cache(lambda: self.cache)
+        self.pool.on_event = self.metrics.upstream_event
         self.metrics_bound: tuple[str, int] | None = None
         self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,7 +102,7 @@ class ProxyApp:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
         session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
-                          self.metrics, self.filtering)
+                          self.metrics, self.pool, self.filtering)
         self.sessions.add(session)
         try:
             await session.run()
@@ -126,6 +130,7 @@ class ProxyApp:
             await self.admin.stop()
             self.admin = None
         self.metrics.close()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None
