@@ -22,7 +22,7 @@ class FilterContext:
     """Who the message is for; filters that hold per-user material (PGP keys) need it."""
 
     user: str
-    mailbox: str = ""
+    mailbox: str = ""  # as on the wire: modified UTF-7 for non-ASCII names (RFC 3501 5.1.3)
     uid: int = 0
     client_id: Mapping[str, str] = field(default_factory=dict)  # the client's ID fields
 
