@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -22,11 +22,16 @@ from ..filtering.search import rewrite as rewrite_search
 from ..filtering.selection import FilterCatalog, Selection
 from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
-from ..protocol.response import DataResponse, is_final, serialize_response
+from ..protocol.response import (
+    DataResponse,
+    fetch_attributes,
+    is_final,
+    number_value,
+    serialize_response,
+)
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, string_value
 from ..upstream.connection import Received, UpstreamConnection
-from .fetch import ContentFetch, uid_set
-from .mailbox import all_uids_command, uids_from_search
+from .fetch import WINDOW_BYTES, WINDOW_MESSAGES, ContentFetch, uid_set
 
 if TYPE_CHECKING:
     from .session import Session
@@ -41,7 +46,8 @@ MAILBOX_ARGS: dict[str, tuple[int, ...]] = {
     "SUBSCRIBE": (0,), "UNSUBSCRIBE": (0,), "STATUS": (0,), "APPEND": (0,), "COPY": (1,),
     "MOVE": (1,),
 }
-SEARCH_WINDOW = 256  # filtered bodies held at once while a SEARCH reads the mailbox
+# Bodies held at once while a SEARCH reads the mailbox: as for FETCH (server/fetch.py).
+SEARCH_WINDOW = (WINDOW_MESSAGES, WINDOW_BYTES)
 
 
 @dataclass
@@ -244,9 +250,8 @@ class SessionHooks:
                               s.writer.drain, filtered=await self.content())
         keys = list(dict.fromkeys(content_keys(command.args)))
         matched: dict[ContentKey, list[int]] = {key: [] for key in keys}
-        uids = await self._all_uids()
-        for start in range(0, len(uids), SEARCH_WINDOW):
-            bodies = await engine.message_bytes(uids[start:start + SEARCH_WINDOW])
+        for window in _size_windows(await self._all_sizes()):
+            bodies = await engine.message_bytes(window)
             for uid, raw in sorted(bodies.items()):
                 message = SearchableMessage(raw)
                 for key in keys:
@@ -295,21 +300,28 @@ class SessionHooks:
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _all_uids(self) -> list[int]:
-        """Every UID of the selected mailbox now (the upstream's news passed on)."""
+    async def _all_sizes(self) -> list[tuple[int, int]]:
+        """(UID, upstream size) of every message of the selected mailbox now, with
+        ``UID FETCH 1:* (RFC822.SIZE)`` (the upstream's news passed on)."""
         upstream = self.session.upstream
         assert upstream is not None
-        found: list[int] = []
-        async for received in upstream.execute(all_uids_command(upstream)):
+        found: list[tuple[int, int]] = []
+        command = Command("", "FETCH", (Atom("1:*"), ParenList((Atom("RFC822.SIZE"),))), True)
+        async for received in upstream.execute(command):
             response = received.response
-            if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
-                found = uids_from_search(response) or []
+            items = fetch_attributes(response)
+            uid = number_value(items.get("UID")) if items else None
+            if items is not None and uid is not None and "RFC822.SIZE" in items:
+                found.append((uid, number_value(items["RFC822.SIZE"]) or 0))
+                leftover = {k: v for k, v in items.items() if k not in ("UID", "RFC822.SIZE")}
+                if leftover:  # FLAGS news riding along: the client's
+                    self.session.relay(received)
             elif is_final(response):
                 if response.status != "OK":
                     raise CommandFailed("The mailbox cannot be searched now")
             else:
                 self.session.relay(received)
-        return found
+        return sorted(found)
 
     async def _hierarchy_separator(self) -> str:
         if self._separator is None:
@@ -328,6 +340,21 @@ class SessionHooks:
     def _learn_separator(self, token: Token) -> None:
         if isinstance(token, (Quoted, Literal)) and len(token.value) == 1:
             self._separator = token.value.decode("latin-1")
+
+
+def _size_windows(sizes: list[tuple[int, int]]) -> Iterator[list[int]]:
+    """UIDs in windows of at most SEARCH_WINDOW messages and bytes (a message larger than
+    the byte bound gets a window of its own)."""
+    window: list[int] = []
+    total = 0
+    for uid, size in sizes:
+        if window and (len(window) >= SEARCH_WINDOW[0] or total + size > SEARCH_WINDOW[1]):
+            yield window
+            window, total = [], 0
+        window.append(uid)
+        total += size
+    if window:
+        yield window
 
 
 def _strip_separator(token: Token, separator: str) -> Token:

@@ -464,6 +464,9 @@ def test_state_only_fetch_and_bad_search_with_a_chain(start: Start, account: Any
     assert client.ok("UID SEARCH TEXT filtered-word") == [b"* SEARCH 1 2 3 4\r\n"]
     client.ok("EXPUNGE")
     client.ok("UID SEARCH BODY nothing-matches-this")
+    client.ok("CREATE Empty")
+    client.ok("SELECT Empty")
+    assert client.ok("SEARCH BODY x") == [b"* SEARCH\r\n"]
 
 
 @pytest.mark.parametrize("name", ["tag", "secret"])
