@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -48,6 +49,9 @@ MAILBOX_ARGS: dict[str, tuple[int, ...]] = {
 }
 # Bodies held at once while a SEARCH reads the mailbox: as for FETCH (server/fetch.py).
 SEARCH_WINDOW = (WINDOW_MESSAGES, WINDOW_BYTES)
+# Where a FETCH response starts in the engine's writes (several responses may come in one
+# write; a match inside a literal only lets held news out early, which is harmless).
+FETCH_START = re.compile(rb"(?:\A|\r\n)\* (\d{1,10}) FETCH ")
 
 
 @dataclass
@@ -233,10 +237,9 @@ class SessionHooks:
             return write
 
         def guarded(data: bytes) -> None:
-            if self._held and data.startswith(b"* "):
-                number = data[2:data.find(b" ", 2)]
-                if number.isdigit() and int(number) > self._told:
-                    self.flush_news()
+            if self._held and any(int(m.group(1)) > self._told
+                                  for m in FETCH_START.finditer(data)):
+                self.flush_news()
             write(data)
         return guarded
 
