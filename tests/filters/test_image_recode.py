@@ -1,0 +1,278 @@
+"""The image-recode filter on real images generated with Pillow, in messages built with the
+email package: sizes, formats, orientation, metadata, headers, untouched bytes, and every
+case that must leave a part alone."""
+
+from __future__ import annotations
+
+import base64
+import io
+from email import message_from_bytes
+from email.policy import SMTP
+
+import pytest
+from PIL import Image
+
+from filters._mime_splice import base64_lines
+from filters.image_recode import ImageRecodeFilter, make_filter
+from imapproxy.filtering.api import FilterContext, MessageFilter
+from imapproxy.mime import bodystructure, parse_message
+from tests.filters.images import (
+    animated_gif,
+    attachment_message,
+    encode,
+    image_of,
+    jpeg_with_exif,
+    part_by_number,
+    photo,
+    png_bomb_header,
+    png_with_alpha,
+    related_message,
+)
+from tests.mailgen import corpus_messages, generated
+
+CTX = FilterContext(user="alice")
+IMAGE = "1.2.2"  # the inline image in related_message()
+
+
+def run(raw: bytes, **settings: object) -> bytes | None:
+    return make_filter(settings).apply(raw, CTX)
+
+
+def header(raw: bytes, number: str) -> bytes:
+    part = part_by_number(raw, number)
+    return raw[part.offset:part.body_offset]
+
+
+def assert_valid(out: bytes) -> None:
+    """Parses, renders a BODYSTRUCTURE, and has CRLF line ends only."""
+    assert bodystructure(parse_message(out)).startswith(b"(")
+    assert out.count(b"\n") == out.count(b"\r\n")
+
+
+def assert_others_identical(raw: bytes, out: bytes, changed: set[str]) -> None:
+    """Every leaf part not in ``changed`` is byte-identical, header and body."""
+    before, after = dict(parse_message(raw).walk()), dict(parse_message(out).walk())
+    assert before.keys() == after.keys()
+    for number, part in before.items():
+        if number and number not in changed and not part.children:
+            new = after[number]
+            assert raw[part.offset:part.end] == out[new.offset:new.end], number
+
+
+def test_the_filter_follows_the_contract() -> None:
+    f = make_filter({})
+    assert isinstance(f, MessageFilter)
+    assert (f.name, f.version, f.cache_output) == ("image-recode", "1", True)
+    assert f.fingerprint() == make_filter({}).fingerprint()
+    assert f.fingerprint() != make_filter({"quality": 60}).fingerprint()
+    assert f.fingerprint() != make_filter({"format": "webp"}).fingerprint()
+
+
+@pytest.mark.parametrize("table", [
+    {"max_width": 0}, {"quality": 101}, {"format": "gif"}, {"strip_metadata": "yes"},
+    {"max_bytes": "big"}, {"no_such_setting": 1}, {"max_height": True},
+])
+def test_bad_settings_are_value_errors(table: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="image-recode"):
+        make_filter(table)
+
+
+def test_big_jpeg_is_turned_upright_scaled_and_stripped() -> None:
+    raw = related_message(jpeg_with_exif(2400, 1600, orientation=6), "jpeg")
+    out = run(raw)
+    assert out is not None
+    assert_valid(out)
+    im = image_of(out, IMAGE)
+    # stored 2400x1600 with "rotate 90°": upright it is 1600x2400, fitted into 1280x1280
+    assert (im.format, im.size) == ("JPEG", (853, 1280))
+    assert dict(im.getexif()) == {}
+    assert "comment" not in im.info
+    assert len(out) < len(raw) / 5
+    # the part's header is byte-identical (already base64, same format)
+    assert header(out, IMAGE) == header(raw, IMAGE)
+    assert_others_identical(raw, out, {IMAGE})
+
+
+def test_base64_lines_are_76_characters() -> None:
+    raw = related_message(jpeg_with_exif(2000, 1500, orientation=1), "jpeg")
+    out = run(raw)
+    assert out is not None
+    part = part_by_number(out, IMAGE)
+    lines = out[part.body_offset:part.end].split(b"\r\n")
+    assert all(len(line) == 76 for line in lines[:-2]) and 0 < len(lines[-2]) <= 76
+
+
+def test_metadata_is_kept_when_asked_with_orientation_reset() -> None:
+    raw = attachment_message(jpeg_with_exif(2400, 1600, orientation=6), "image", "jpeg",
+                             "p.jpg")
+    out = run(raw, strip_metadata=False)
+    assert out is not None
+    exif = image_of(out, "2").getexif()
+    assert exif.get(0x010F) == "TestCam" and exif.get(0x0112) == 1
+    assert image_of(out, "2").size == (853, 1280)
+
+
+def test_png_with_alpha_stays_png_even_when_jpeg_is_asked() -> None:
+    raw = attachment_message(png_with_alpha(2000, 1500), "image", "png", "logo.png")
+    for fmt in ("keep", "jpeg"):
+        out = run(raw, format=fmt)
+        assert out is not None
+        im = image_of(out, "2")
+        assert (im.format, im.mode, im.size) == ("PNG", "RGBA", (1280, 960))
+        assert im.getchannel("A").getextrema()[0] == 0  # transparency survived
+        assert header(out, "2") == header(raw, "2")
+
+
+def test_opaque_png_to_jpeg_updates_type_and_extension_only() -> None:
+    png = encode(photo(1600, 1600), "PNG")
+    raw = related_message(png, "png", filename="shot.png")
+    out = run(raw, format="jpeg")
+    assert out is not None
+    im = image_of(out, IMAGE)
+    assert (im.format, im.size) == ("JPEG", (1280, 1280))
+    before, after = header(raw, IMAGE), header(out, IMAGE)
+    assert b"Content-Type: image/jpeg\r\n" in after
+    assert b'filename="shot.jpg"' in after
+    assert before.replace(b"image/png", b"image/jpeg").replace(b"shot.png", b"shot.jpg") \
+        == after
+    assert bodystructure(parse_message(out)).count(b'"image" "jpeg"') == 1
+    assert_others_identical(raw, out, {IMAGE})
+
+
+def test_webp_is_recoded_as_webp_and_format_webp_converts() -> None:
+    webp = encode(photo(2000, 2000), "WEBP", quality=95)
+    raw = attachment_message(webp, "image", "webp", "w.webp")
+    out = run(raw)
+    assert out is not None
+    assert (image_of(out, "2").format, image_of(out, "2").size) == ("WEBP", (1280, 1280))
+    jpeg_raw = attachment_message(jpeg_with_exif(2000, 1000, 1), "image", "jpeg", "a.jpg")
+    out = run(jpeg_raw, format="webp")
+    assert out is not None
+    assert image_of(out, "2").format == "WEBP"
+    assert b'Content-Type: image/webp' in header(out, "2")
+    assert b'filename="a.webp"' in header(out, "2")
+
+
+def test_octet_stream_with_image_name_is_recoded_and_keeps_its_type() -> None:
+    raw = attachment_message(jpeg_with_exif(2400, 1600, 1), "application", "octet-stream",
+                             "IMG_0001.JPG")
+    out = run(raw)
+    assert out is not None
+    assert image_of(out, "2").size == (1280, 853)
+    assert header(out, "2") == header(raw, "2")
+
+
+def test_bmp_and_still_gif_are_recoded() -> None:
+    bmp = attachment_message(encode(photo(1500, 1000), "BMP"), "image", "bmp", "scan.bmp")
+    out = run(bmp)
+    assert out is not None
+    assert image_of(out, "2").format == "JPEG"
+    assert b"image/jpeg" in header(out, "2") and b"scan.jpg" in header(out, "2")
+    gif = attachment_message(encode(photo(1500, 1500).convert("P"), "GIF"), "image", "gif",
+                             "g.gif")
+    out = run(gif)
+    assert out is not None
+    assert (image_of(out, "2").format, image_of(out, "2").size) == ("PNG", (1280, 1280))
+
+
+def test_image_over_the_byte_cap_is_recompressed_at_its_size() -> None:
+    data = encode(photo(1000, 800), "JPEG", quality=100)
+    assert len(data) > 256 * 1024
+    out = run(attachment_message(data, "image", "jpeg", "big.jpg"))
+    assert out is not None
+    im = image_of(out, "2")
+    assert im.size == (1000, 800)
+    part = part_by_number(out, "2")
+    assert part.body_size < len(data)
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(encode(photo(200, 100), "JPEG"), id="small"),
+    pytest.param(animated_gif(1600, 1600), id="animated-gif"),
+    pytest.param(png_bomb_header(), id="bomb"),
+    pytest.param(png_bomb_header(20_000, 20_000), id="bomb-under-pillows-limit"),
+    pytest.param(jpeg_with_exif(2400, 1600, 1)[:300_000], id="truncated-jpeg"),
+    pytest.param(b"\xff\xd8\xff\xe0 this is not a jpeg" * 20_000, id="corrupt-jpeg"),
+    pytest.param(b"", id="empty"),
+])
+def test_parts_that_must_be_left_alone(data: bytes) -> None:
+    raw = attachment_message(data, "image", "jpeg", "x.jpg")
+    assert run(raw, max_pixels=100_000_000) is None
+
+
+def test_animated_webp_is_left_alone() -> None:
+    frames = [photo(1500, 1500, seed) for seed in (0, 30)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=100)
+    assert run(attachment_message(buf.getvalue(), "image", "webp", "a.webp")) is None
+
+
+def test_an_image_never_gets_bigger() -> None:
+    data = encode(photo(300, 300), "JPEG", quality=10)
+    raw = attachment_message(data, "image", "jpeg", "tiny.jpg")
+    assert run(raw, max_bytes=1, quality=100) is None
+
+
+def test_broken_base64_is_left_alone() -> None:
+    raw = attachment_message(jpeg_with_exif(2000, 1500, 1), "image", "jpeg", "x.jpg")
+    part = part_by_number(raw, "2")
+    broken = raw[:part.body_offset + 10] + b"!!!!" + raw[part.body_offset + 10:]
+    assert run(broken) is None
+
+
+def test_root_image_message_and_non_base64_encoding() -> None:
+    """A message that is one image part, sent as 8bit/binary: the transfer encoding header
+    becomes base64 and the final newline stays."""
+    data = encode(photo(1600, 1200), "PNG")
+    raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: image/png\r\n"
+           b"Content-Transfer-Encoding: binary\r\n\r\n" + data + b"\r\n")
+    out = run(raw)
+    assert out is not None
+    assert out.startswith(b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+                          b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+    assert out.endswith(b"\r\n") and image_of(out, "1").size == (1280, 960)
+    no_cte = raw.replace(b"Content-Transfer-Encoding: binary\r\n", b"")
+    out = run(no_cte)
+    assert out is not None and b"Content-Transfer-Encoding: base64\r\n\r\n" in out
+
+
+def test_attached_message_images_are_recoded() -> None:
+    inner = attachment_message(jpeg_with_exif(2400, 1600, 1), "image", "jpeg", "x.jpg")
+    raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+           b"Content-Type: text/plain\r\n\r\nfwd\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
+           + inner + b"\r\n--b--\r\n")
+    out = run(raw)
+    assert out is not None
+    assert_valid(out)
+    assert image_of(out, "2.2").size == (1280, 853)
+    assert_others_identical(raw, out, {"2.2"})
+
+
+def test_base64_helper_round_trips() -> None:
+    data = bytes(range(256)) * 10
+    assert base64.b64decode(base64_lines(data)) == data
+
+
+def test_every_test_message_is_left_alone_or_valid() -> None:
+    """mailgen's messages and CPython's corpus (attachments are random bytes, not images):
+    nothing raises, nothing changes."""
+    f: ImageRecodeFilter = make_filter({})
+    for raw in generated(60) + corpus_messages():
+        assert f.apply(raw, CTX) is None
+
+
+def test_several_images_in_one_message() -> None:
+    msg = attachment_message(jpeg_with_exif(2400, 1600, 1), "image", "jpeg", "one.jpg")
+    raw_im = Image.open(io.BytesIO(jpeg_with_exif(2400, 1600, 1)))
+    assert raw_im.size == (2400, 1600)
+    m = message_from_bytes(msg, policy=SMTP)
+    m.add_attachment(encode(photo(100, 100), "PNG"), "image", "png",
+                     filename="small.png")
+    m.add_attachment(encode(photo(1800, 1800), "PNG"), "image", "png", filename="b.png")
+    raw = m.as_bytes(policy=SMTP)
+    out = run(raw)
+    assert out is not None
+    assert image_of(out, "2").size == (1280, 853)
+    assert image_of(out, "4").size == (1280, 1280)
+    assert_others_identical(raw, out, {"2", "4"})
