@@ -64,7 +64,9 @@ class Settings:
     quality: int = 75
     format: str = "keep"
     strip_metadata: bool = True
-    max_pixels: int = 89_478_485  # Pillow's own bomb threshold; bigger images are left alone
+    # Images declaring more pixels are left alone, undecoded (a 50 MP phone photo passes;
+    # decoding one takes ~150 MB). Pillow refuses over 2x89 MP whatever this says.
+    max_pixels: int = 50_000_000
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> Settings:
@@ -144,7 +146,7 @@ def is_image_part(part: Part) -> bool:
     kind, _subtype = content_type(part)
     if kind == "image":
         return True
-    if kind == "application" and part.content.subtype is not None:
+    if (kind, _subtype) == ("application", "octet-stream"):
         name = filename(part) or ""
         return name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS and "." in name
     return False

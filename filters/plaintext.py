@@ -84,7 +84,9 @@ class _Renderer:
         return [self.attachment_line(part)]
 
     def _multipart(self, part: Part) -> list[str]:
-        if content_type(part)[1] == "alternative" and part.children:
+        if not part.children:  # no usable boundary: Dovecot shows the body as text too
+            return [self._text(part)]
+        if content_type(part)[1] == "alternative":
             return self.render(_preferred_alternative(part.children))
         blocks: list[str] = []
         for child in part.children:

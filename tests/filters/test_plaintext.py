@@ -216,3 +216,9 @@ def test_every_test_message_gives_a_valid_message_or_none() -> None:
             changed += 1
             text_of(out)
     assert changed > 100  # most generated shapes are multipart
+
+
+def test_multipart_without_boundary_shows_its_body() -> None:
+    raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n"
+           b"\r\nthe body\r\n")
+    assert text_of(flatten(raw)) == "the body\n"
