@@ -52,6 +52,7 @@ IMAGE_EXTENSIONS = frozenset({
 _OUTPUT = {"JPEG": ("jpeg", "jpg"), "PNG": ("png", "png"), "WEBP": ("webp", "webp")}
 _PASSTHROUGH_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})  # what "keep" keeps
 _RESAMPLABLE = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})
+_SOURCE_MODES = _RESAMPLABLE | {"1", "P", "PA", "RGBX", "RGBa", "La", "YCbCr"}
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,10 @@ def make_filter(settings: Mapping[str, Any]) -> ImageRecodeFilter:
 
 
 def is_image_part(part: Part) -> bool:
-    kind, _subtype = content_type(part)
+    kind, subtype = content_type(part)
     if kind == "image":
         return True
-    if (kind, _subtype) == ("application", "octet-stream"):
+    if (kind, subtype) == ("application", "octet-stream"):
         name = filename(part) or ""
         return name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS and "." in name
     return False
@@ -169,6 +170,8 @@ def _recode_open(im: Image.Image, data: bytes, settings: Settings) -> Recoded | 
     width, height = im.size  # from the header: nothing is decoded yet
     if width < 1 or height < 1 or width * height > settings.max_pixels:
         return None
+    if im.mode not in _SOURCE_MODES:  # 16-bit or float samples: no safe 8-bit mapping
+        return None
     if getattr(im, "n_frames", 1) > 1 or getattr(im, "is_animated", False):
         return None
     source_format = im.format or ""
@@ -182,7 +185,7 @@ def _recode_open(im: Image.Image, data: bytes, settings: Settings) -> Recoded | 
         # a good first reduction and 2-3x faster), never below the target size.
         im.draft(im.mode, (math.ceil(width * scale), math.ceil(height * scale)))
     im.load()
-    icc = im.info.get("icc_profile")
+    icc = im.info.get("icc_profile") if im.mode != "CMYK" else None  # a CMYK profile
     exif = None if settings.strip_metadata else im.getexif()
     source_mode = im.mode
     alpha = _uses_alpha(im)
@@ -246,13 +249,12 @@ def _output_format(source: str, wanted: str, alpha: bool, mode: str) -> str:
 
 
 def _convert_for(im: Image.Image, out_format: str, alpha: bool) -> Image.Image:
-    if out_format == "JPEG":
-        return im if im.mode in ("RGB", "L", "CMYK") else im.convert("RGB")
+    """RGB(A) or L for the encoder (CMYK becomes RGB: CMYK JPEGs show wrongly in clients)."""
     if alpha:
         return im if im.mode in ("RGBA", "LA") and out_format == "PNG" else im.convert("RGBA")
-    if out_format == "WEBP":
-        return im if im.mode == "RGB" else im.convert("RGB")
-    return im if im.mode in ("RGB", "L") else im.convert("RGB")
+    if im.mode in ("L", "LA") and out_format != "WEBP":
+        return im if im.mode == "L" else im.convert("L")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 # --- headers ---------------------------------------------------------------------------------

@@ -175,6 +175,16 @@ def test_bmp_and_still_gif_are_recoded() -> None:
     assert (image_of(out, "2").format, image_of(out, "2").size) == ("PNG", (1280, 1280))
 
 
+def test_cmyk_jpeg_becomes_rgb_and_16_bit_grey_is_left_alone() -> None:
+    cmyk = encode(photo(1600, 1200).convert("CMYK"), "JPEG", quality=95)
+    out = run(attachment_message(cmyk, "image", "jpeg", "print.jpg"))
+    assert out is not None
+    assert (image_of(out, "2").mode, image_of(out, "2").size) == ("RGB", (1280, 960))
+    grey = photo(1600, 1200).convert("L")
+    deep = Image.frombytes("I;16", grey.size, grey.tobytes() * 2)
+    assert run(attachment_message(encode(deep, "PNG"), "image", "png", "scan.png")) is None
+
+
 def test_image_over_the_byte_cap_is_recompressed_at_its_size() -> None:
     data = encode(photo(1000, 800), "JPEG", quality=100)
     assert len(data) > 256 * 1024
