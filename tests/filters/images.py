@@ -1,4 +1,5 @@
-"""Test images made with Pillow and messages that carry them, built with the email package.
+"""Test images made with Pillow and messages that carry them, built with the email package;
+and the hand-made odd MIME shapes of tests/mime/messages.
 
 The pictures are "photo-like" (smooth gradients plus noise) so that JPEG sizes behave like
 real photos: a flat colour would compress to nothing and prove little.
@@ -11,12 +12,23 @@ import struct
 import zlib
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
 
 from PIL import Image
 
 from filters._mime_splice import body_bytes
 from imapproxy.mime import parse_message
 from imapproxy.mime.part import Part
+
+ODD_SHAPES = Path(__file__).resolve().parents[1] / "mime" / "messages"
+
+
+def odd_shapes() -> list[bytes]:
+    """tests/mime/messages: broken boundaries, bad encodings, NULs, deep nesting, ..."""
+    found = [path.read_bytes() for path in sorted(ODD_SHAPES.glob("*.eml"))]
+    assert len(found) > 40
+    return found
+
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -23,6 +23,7 @@ from tests.filters.images import (
     encode,
     image_of,
     jpeg_with_exif,
+    odd_shapes,
     part_by_number,
     photo,
     png_bomb_header,
@@ -280,10 +281,10 @@ def test_base64_helper_round_trips() -> None:
 
 
 def test_every_test_message_is_left_alone_or_valid() -> None:
-    """mailgen's messages and CPython's corpus (attachments are random bytes, not images):
-    nothing raises, nothing changes."""
+    """mailgen's messages, CPython's corpus and tests/mime/messages' odd shapes (their
+    attachments are random bytes, not images): nothing raises, nothing changes."""
     f: ImageRecodeFilter = make_filter({})
-    for raw in generated(60) + corpus_messages():
+    for raw in generated(60) + corpus_messages() + odd_shapes():
         assert f.apply(raw, CTX) is None
 
 

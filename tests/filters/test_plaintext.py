@@ -15,6 +15,7 @@ from filters.plaintext import PlaintextFilter, make_filter
 from imapproxy.filtering.api import FilterContext, MessageFilter
 from imapproxy.mime import bodystructure, parse_message
 from imapproxy.mime.decode import qp_decode
+from tests.filters.images import odd_shapes
 from tests.mailgen import corpus_messages, generated
 
 CTX = FilterContext(user="alice")
@@ -29,6 +30,7 @@ def flatten(raw: bytes) -> bytes:
 def text_of(out: bytes) -> str:
     """The body of a filtered message, checked to be one valid UTF-8 text/plain part."""
     root = parse_message(out)
+    assert not root.children
     structure = bodystructure(root)
     assert structure.startswith(b'("text" "plain" ("charset" "utf-8") NIL NIL ')
     assert out.count(b"\n") == out.count(b"\r\n")
@@ -210,7 +212,7 @@ def test_html_conversion_details() -> None:
 def test_every_test_message_gives_a_valid_message_or_none() -> None:
     f = make_filter({})
     changed = 0
-    for raw in generated(200) + corpus_messages():
+    for raw in generated(200) + corpus_messages() + odd_shapes():
         out = f.apply(raw, CTX)
         if out is not None:
             changed += 1
