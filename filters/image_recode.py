@@ -31,6 +31,7 @@ from imapproxy.mime.part import Part
 from ._mime_splice import (
     CRLF,
     Edit,
+    HeaderField,
     base64_lines,
     body_bytes,
     content_type,
@@ -259,39 +260,55 @@ def _convert_for(im: Image.Image, out_format: str, alpha: bool) -> Image.Image:
 
 # --- headers ---------------------------------------------------------------------------------
 
-_TYPE = re.compile(rb"^([ \t]*)([^/;\s]+)/([^;\s]+)")
+_TYPE = re.compile(rb"^([ \t\r\n]*)([^/;\s]+)/([^;\s]+)")
 _NAME_PARAM = re.compile(rb"((?:file)?name=\"?[^\";\r\n]*\.)([A-Za-z0-9]{2,5})(?=[\"\s;]|$)",
                          re.IGNORECASE)
+_SIZE_PARAM = re.compile(rb"(;\s*size=)(\"?)\d+\2", re.IGNORECASE)
+_STALE = (b"content-md5", b"content-length")  # would describe the old data
 
 
 def _header_edits(raw: bytes, part: Part, recoded: Recoded) -> list[Edit]:
-    """Content-Transfer-Encoding becomes base64; when the format changed, an image/*
-    Content-Type gets the new subtype and plain (not RFC 2231-encoded) filename/name
-    parameters the new extension. Every other header byte stays."""
+    """The header lines that must change; every other header byte stays.
+
+    Content-Transfer-Encoding becomes base64; Content-MD5 and Content-Length go; a
+    Content-Disposition ``size`` parameter gets the new size. When the format changed, an
+    image/* Content-Type gets the new subtype, and plain (not RFC 2231-encoded) filename and
+    name parameters the new extension."""
     edits: list[Edit] = []
-    changed = recoded.pil_format != recoded.source_format
-    subtype, extension = _OUTPUT[recoded.pil_format]
     seen_type = seen_cte = False
     for field in header_fields(raw, part):
+        text = raw[field.start:field.stop]
+        new = text
         if field.name == b"content-transfer-encoding" and not seen_cte:
             seen_cte = True
             if part_cte(part) != CTE_BASE64 or field_value(raw, field).lower() != b"base64":
-                edits.append(Edit(field.start, field.stop,
-                                  b"Content-Transfer-Encoding: base64" + CRLF))
-        elif changed and field.name in (b"content-type", b"content-disposition"):
-            text = raw[field.start:field.stop]
-            new = _NAME_PARAM.sub(lambda m: m.group(1) + extension.encode(), text)
-            if field.name == b"content-type" and not seen_type:
-                seen_type = True
-                head, value = new[:field.value_start - field.start], \
-                    new[field.value_start - field.start:]
-                match = _TYPE.match(value)
-                if match and match.group(2).lower() == b"image":
-                    value = value[:match.start(3)] + subtype.encode() + value[match.end(3):]
-                new = head + value
-            if new != text:
-                edits.append(Edit(field.start, field.stop, new))
+                new = b"Content-Transfer-Encoding: base64" + CRLF
+        elif field.name in _STALE:
+            new = b""
+        elif field.name in (b"content-type", b"content-disposition"):
+            if field.name == b"content-disposition":
+                new = _SIZE_PARAM.sub(lambda m: m.group(1) + m.group(2)
+                                      + b"%d" % len(recoded.data) + m.group(2), new)
+            if recoded.pil_format != recoded.source_format:
+                new = _renamed(new, field, recoded.pil_format, first_type=not seen_type)
+            seen_type = seen_type or field.name == b"content-type"
+        if new != text:
+            edits.append(Edit(field.start, field.stop, new))
     if not seen_cte:
         at = header_end(raw, part)
         edits.append(Edit(at, at, b"Content-Transfer-Encoding: base64" + CRLF))
     return edits
+
+
+def _renamed(text: bytes, field: HeaderField, pil_format: str, first_type: bool) -> bytes:
+    """A Content-Type or Content-Disposition field for the new format."""
+    subtype, extension = _OUTPUT[pil_format]
+    text = _NAME_PARAM.sub(lambda m: m.group(1) + extension.encode(), text)
+    if field.name != b"content-type" or not first_type:
+        return text
+    cut = field.value_start - field.start
+    head, value = text[:cut], text[cut:]
+    match = _TYPE.match(value)
+    if match and match.group(2).lower() == b"image":
+        value = value[:match.start(3)] + subtype.encode() + value[match.end(3):]
+    return head + value

@@ -13,7 +13,7 @@ from email.policy import SMTP
 import pytest
 from PIL import Image
 
-from filters._mime_splice import base64_lines
+from filters._mime_splice import base64_lines, body_bytes
 from filters.image_recode import ImageRecodeFilter, make_filter
 from imapproxy.filtering.api import FilterContext, MessageFilter
 from imapproxy.mime import bodystructure, parse_message
@@ -144,6 +144,28 @@ def test_opaque_png_to_jpeg_updates_type_and_extension_only() -> None:
         == after
     assert bodystructure(parse_message(out)).count(b'"image" "jpeg"') == 1
     assert_others_identical(raw, out, {IMAGE})
+
+
+def test_exact_part_header_after_a_format_change() -> None:
+    png = encode(photo(600, 600), "PNG")
+    part_header = (b"Content-Type: image/png;\r\n name=shot.png\r\n"
+                   b"Content-Disposition: attachment; filename=\"shot.png\"; size=%d\r\n"
+                   b"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\r\n"
+                   b"Content-Transfer-Encoding: base64\r\nX-Attachment-Id: f_1\r\n\r\n"
+                   % len(png))
+    raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+           b"Content-Type: text/plain\r\n\r\nhi\r\n--b\r\n" + part_header
+           + base64_lines(png) + b"\r\n--b--\r\n")
+    out = run_small(raw, format="jpeg")
+    assert out is not None
+    size = len(body_bytes(out, part_by_number(out, "2")))
+    assert header(out, "2") == (
+        b"Content-Type: image/jpeg;\r\n name=shot.jpg\r\n"
+        b"Content-Disposition: attachment; filename=\"shot.jpg\"; size=%d\r\n"
+        b"Content-Transfer-Encoding: base64\r\nX-Attachment-Id: f_1\r\n\r\n" % size)
+    assert size < len(png)
+    assert_others_identical(raw, out, {"2"})
 
 
 def test_webp_is_recoded_as_webp_and_format_webp_converts() -> None:
