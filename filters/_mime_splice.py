@@ -215,6 +215,15 @@ def body_bytes_lenient(raw: bytes, part: Part) -> bytes:
     return body
 
 
+def decoded_size(raw: bytes, part: Part) -> int:
+    """The size of the part's decoded body; for base64 counted without decoding it."""
+    if part_cte(part) != CTE_BASE64:
+        return len(body_bytes_lenient(raw, part))
+    body = raw[part.body_offset:part.end].translate(None, b" \t\r\n")
+    padding = len(body) - len(body.rstrip(b"="))
+    return max(0, (len(body) - padding) * 3 // 4)
+
+
 def base64_lines(data: bytes) -> bytes:
     """Base64 in 76-character CRLF lines (RFC 2045), without a final newline."""
     encoded = binascii.b2a_base64(data, newline=False)

@@ -27,6 +27,7 @@ from ._mime_splice import (
     content_type,
     decode_text,
     decode_words,
+    decoded_size,
     field_value,
     filename,
     header_fields,
@@ -109,7 +110,7 @@ class _Renderer:
 
     def attachment_line(self, part: Part) -> str:
         kind, subtype = content_type(part)
-        size = _human_size(len(body_bytes_lenient(self.raw, part)))
+        size = _human_size(decoded_size(self.raw, part))
         name = _one_line(filename(part) or "")
         type_ = f"{kind}/{subtype}" if subtype else kind or "application/octet-stream"
         return f"[attachment: {name + ', ' if name else ''}{type_}, {size}]"

@@ -13,7 +13,7 @@ from email.policy import SMTP
 import pytest
 from PIL import Image
 
-from filters._mime_splice import base64_lines, body_bytes
+from filters._mime_splice import base64_lines, body_bytes, decoded_size
 from filters.image_recode import ImageRecodeFilter, make_filter
 from imapproxy.filtering.api import FilterContext, MessageFilter
 from imapproxy.mime import bodystructure, parse_message
@@ -322,3 +322,11 @@ def test_several_images_in_one_message() -> None:
     assert image_of(out, "2").size == (400, 267)
     assert image_of(out, "4").size == (400, 400)
     assert_others_identical(raw, out, {"2", "4"})
+
+
+def test_decoded_size_counts_base64_without_decoding() -> None:
+    for n in (0, 1, 2, 3, 100, 1001):
+        data = bytes(range(256)) * 4
+        raw = attachment_message(data[:n] or b"x", "application", "octet-stream", "f.bin")
+        part = part_by_number(raw, "2")
+        assert decoded_size(raw, part) == len(body_bytes(raw, part)) == max(n, 1)
