@@ -101,12 +101,15 @@ def splice(raw: bytes, edits: Iterable[Edit]) -> bytes:
     return b"".join(out)
 
 
-def leaves(root: Part) -> Iterator[Part]:
+def leaves(root: Part, signed: bool = True) -> Iterator[Part]:
     """Every part that holds content (not a multipart, not a message/rfc822), depth first,
-    including the parts of attached messages."""
+    including the parts of attached messages; without those under a multipart/signed when
+    ``signed`` is false."""
     stack = [root]
     while stack:
         part = stack.pop()
+        if not signed and part.is_multipart and content_type(part)[1] == "signed":
+            continue
         if part.children:
             stack.extend(reversed(part.children))
         elif not part.is_multipart and not part.is_message:

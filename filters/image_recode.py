@@ -4,7 +4,8 @@ Every image part (image/*, or application/octet-stream named like an image) larg
 box or the byte cap is decoded with Pillow, turned upright (EXIF orientation), scaled to fit
 the box, stripped of metadata and re-encoded; only that part's body and, when the format
 changes, its Content-Type and filename extension are rewritten (see _mime_splice). Anything
-doubtful is left as it was: animated or multi-frame images, data Pillow cannot read,
+doubtful is left as it was: images under a multipart/signed (the signature would then look
+forged), animated or multi-frame images, data Pillow cannot read,
 truncated data, decompression bombs (refused from the declared size, before decoding), and
 results that are not smaller than the original. See docs/image-recode.md.
 """
@@ -117,7 +118,7 @@ class ImageRecodeFilter:
     def apply(self, raw: bytes, context: FilterContext) -> bytes | None:
         root = parse_message(raw)
         edits: list[Edit] = []
-        for part in leaves(root):
+        for part in leaves(root, signed=False):  # a changed signed part looks forged
             if is_image_part(part):
                 edits.extend(self._part_edits(raw, part))
         return splice(raw, edits) if edits else None

@@ -284,6 +284,21 @@ def test_root_image_message_and_non_base64_encoding() -> None:
     assert out is not None and b"Content-Transfer-Encoding: base64\r\n\r\n" in out
 
 
+def test_signed_images_are_left_alone() -> None:
+    """Under multipart/signed a changed byte makes a good signature look forged."""
+    signed = attachment_message(encode(photo(800, 600), "JPEG"), "image", "jpeg", "s.jpg")
+    signed_body = signed[signed.index(b"\r\n\r\n") + 4:]
+    signed_type = next(line for line in signed.split(b"\r\n")
+                       if line.startswith(b"Content-Type: multipart/mixed"))
+    raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/signed; boundary="s"; protocol="application/pgp-signature"'
+           b"\r\n\r\n--s\r\n" + signed_type + b"\r\n\r\n" + signed_body
+           + b"\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\nsig\r\n--s--\r\n")
+    assert part_by_number(raw, "1.2").content.type == b"image"
+    assert run_small(raw) is None
+    assert run_small(raw.replace(b"multipart/signed", b"multipart/mixed")) is not None
+
+
 def test_attached_message_images_are_recoded() -> None:
     inner = attachment_message(jpeg_with_exif(2400, 1600, 1), "image", "jpeg", "x.jpg")
     raw = (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
