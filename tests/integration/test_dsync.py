@@ -1,0 +1,151 @@
+"""Dovecot's documented migration path through the proxy: a destination Dovecot runs
+``doveadm backup -R -u USER imapc:`` with imapc pointed at the proxy, and ends up with the
+source account exactly: mailboxes, subscriptions, UIDVALIDITY and UIDs, flags and keywords,
+INTERNALDATE, message bytes, MODSEQs that never go backwards. A second run after changes on
+the source fetches only the new messages' bodies (docs/migration-dsync.md)."""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imapproxy.devserver import DovecotServer, mailbox_arg
+from tests.conftest import Account as Login
+from tests.mailgen import messages, seed_mailbox
+
+from .conftest import RunningProxy
+from .dsync_support import (
+    DOVEADM,
+    Account,
+    UpstreamSpy,
+    dsync_command,
+    mailbox_name,
+    read_account,
+    run_dsync,
+)
+
+pytestmark = pytest.mark.skipif(DOVEADM is None, reason="doveadm (dovecot-core) not installed")
+log = logging.getLogger(__name__)
+
+NESTED = "Archive/2024"
+NON_ASCII = "Entwürfe/Ünïcødé 日本語"
+EMPTY = "Empty"
+# Flags and keywords cycled over the nested mailbox (INBOX gets mailgen's own cycle).
+KEYWORDS_CYCLE = ("", "\\Seen Work", "$Forwarded \\Answered", "$Label1 $MDNSent", "\\Draft",
+                  "\\Flagged \\Seen Urgent-Project")
+
+
+@dataclass
+class Migration:
+    source: Login
+    destination: DovecotServer
+    proxy: RunningProxy
+    spy: UpstreamSpy
+
+    def run(self) -> float:
+        """One ``doveadm backup`` through the proxy; its wall time in seconds."""
+        result = run_dsync(dsync_command(
+            self.destination, self.source.user, imapc_host=self.proxy.host,
+            imapc_port=self.proxy.port, imapc_user=self.source.user,
+            imapc_password=self.source.password))
+        assert result.returncode == 0, result.stderr
+        assert "Error:" not in result.stderr and "Warning:" not in result.stderr, result.stderr
+        return result.seconds
+
+    def read_source(self) -> Account:
+        s = self.source
+        return read_account(s.host, s.port, s.user, s.password)
+
+    def read_destination(self) -> Account:
+        d = self.destination
+        return read_account(d.host, d.port, self.source.user, self.source.password)
+
+    def imap_source(self) -> imaplib.IMAP4:
+        imap = imaplib.IMAP4(self.source.host, self.source.port, timeout=10)
+        imap.login(self.source.user, self.source.password)
+        return imap
+
+
+@pytest.fixture
+def migration(tmp_path: Path, account: Login, proxy: RunningProxy,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
+    """A source account with nested, non-ASCII and empty mailboxes, subscriptions, keywords
+    and varied INTERNALDATEs; an empty destination Dovecot with the same user."""
+    msgs = messages(60)
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    seed_mailbox(imap, "INBOX", msgs)
+    seed_mailbox(imap, NESTED, msgs[:21], KEYWORDS_CYCLE)
+    seed_mailbox(imap, NON_ASCII, msgs[30:36])
+    imap.create(mailbox_arg(EMPTY))
+    for name in (NESTED, NON_ASCII):
+        imap.subscribe(mailbox_arg(name))
+    imap.logout()
+    with DovecotServer(tmp_path / "destination") as destination:
+        destination.add_user(account.user, account.password)
+        yield Migration(account, destination, proxy, UpstreamSpy(monkeypatch))
+
+
+def assert_same_account(source: Account, destination: Account) -> None:
+    assert destination.listed == source.listed
+    assert destination.subscribed == source.subscribed
+    assert destination.mailboxes.keys() == source.mailboxes.keys()
+    for name, box in source.mailboxes.items():
+        copy = destination.mailboxes[name]
+        assert (copy.uidvalidity, copy.uidnext) == (box.uidvalidity, box.uidnext), name
+        assert copy.state() == box.state(), name
+        assert copy.highestmodseq >= box.highestmodseq, name
+
+
+def test_backup_through_the_proxy_copies_the_account_exactly(migration: Migration) -> None:
+    seconds = migration.run()
+    source, copy = migration.read_source(), migration.read_destination()
+    assert_same_account(source, copy)
+    # The fixture's variety really is there.
+    assert {NESTED, mailbox_name(NON_ASCII), EMPTY} <= source.mailboxes.keys()
+    assert {NESTED, mailbox_name(NON_ASCII)} <= source.subscribed
+    assert EMPTY not in source.subscribed
+    keywords = {f for box in source.mailboxes.values() for m in box.messages.values()
+                for f in m.flags if not f.startswith("\\")}
+    assert {"Work", "$Forwarded", "$Label1", "$MDNSent", "Urgent-Project"} <= keywords
+    count = sum(len(box.messages) for box in source.mailboxes.values())
+    log.warning("dsync through the proxy: %d messages, %d bytes in %.2f s", count, source.size,
+                seconds)
+    # Every body crossed the upstream link once.
+    fetched = migration.spy.bodies_fetched()
+    assert {name: len(uids) for name, uids in fetched.items()} == {
+        name: len(box.messages) for name, box in source.mailboxes.items() if box.messages}
+
+
+def test_second_run_transfers_only_the_changes(migration: Migration) -> None:
+    migration.run()
+    first = migration.read_destination()
+    imap = migration.imap_source()
+    imap.select("INBOX")
+    imap.uid("STORE", "2,9", "+FLAGS", "(\\Flagged Work)")
+    imap.uid("STORE", "3", "-FLAGS", "(\\Seen)")
+    imap.uid("STORE", "4,5", "+FLAGS", "(\\Deleted)")
+    imap.expunge()
+    imap.select(mailbox_arg(NESTED))
+    imap.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+    imap.expunge()
+    new_inbox = seed_mailbox(imap, "INBOX", messages(3, seed=7)[:3])
+    new_nested = seed_mailbox(imap, NESTED, messages(2, seed=8)[:2])
+    imap.logout()
+
+    migration.spy.clear()
+    migration.run()
+    source, copy = migration.read_source(), migration.read_destination()
+    assert_same_account(source, copy)
+    assert migration.spy.bodies_fetched() == {"INBOX": set(new_inbox), NESTED: set(new_nested)}
+    for name, box in first.mailboxes.items():
+        after = copy.mailboxes[name]
+        assert after.highestmodseq >= box.highestmodseq, name
+        for uid, message in box.messages.items():
+            if uid in after.messages:
+                assert after.messages[uid].modseq >= message.modseq, (name, uid)
