@@ -150,7 +150,8 @@ def _read_mailbox(client: RawClient, name: str) -> Mailbox:
         assert isinstance(flags, ParenList) and isinstance(modseq, ParenList)
         uid = int(string_value(values["UID"]))
         box.messages[uid] = Message(
-            flags=frozenset(string_value(f).decode() for f in flags.items if not is_nil(f)),
+            flags=frozenset(string_value(f).decode() for f in flags.items
+                            if not is_nil(f)) - {"\\Recent"},  # a session's, not the box's
             internaldate=string_value(values["INTERNALDATE"]).decode(),
             body=string_value(values["BODY[]"]),
             modseq=int(string_value(modseq.items[0])),
