@@ -52,7 +52,8 @@ def dsync_command(destination: DovecotServer, user: str, *, imapc_host: str, ima
                   imapc_user: str, imapc_password: str, features: str = IMAPC_FEATURES,
                   mode: tuple[str, ...] = ("backup", "-R")) -> list[str]:
     """The doveadm command line that copies *imapc_user*'s account (read over IMAP from
-    imapc_host:imapc_port) into *user* on *destination*."""
+    imapc_host:imapc_port) into *user* on *destination*; *mode* is ``backup -R`` or
+    ``sync -1 -R`` (one-way, from imapc to the destination)."""
     assert DOVEADM is not None
     return [
         DOVEADM, "-c", str(destination.config_file),

@@ -49,12 +49,13 @@ class Migration:
     proxy: RunningProxy
     spy: UpstreamSpy
 
-    def run(self, features: str = IMAPC_FEATURES) -> float:
-        """One ``doveadm backup`` through the proxy; its wall time in seconds."""
+    def run(self, features: str = IMAPC_FEATURES, mode: str = "backup -R") -> float:
+        """One ``doveadm backup`` (or *mode*) through the proxy; its wall time in seconds."""
         result = run_dsync(dsync_command(
             self.destination, self.source.user, imapc_host=self.proxy.host,
             imapc_port=self.proxy.port, imapc_user=self.source.user,
-            imapc_password=self.source.password, features=features))
+            imapc_password=self.source.password, features=features,
+            mode=tuple(mode.split())))
         assert result.returncode == 0, result.stderr
         assert "Error:" not in result.stderr and "Warning:" not in result.stderr, result.stderr
         return result.seconds
@@ -120,16 +121,17 @@ def assert_same_account(source: Account, destination: Account) -> None:
             assert copy.messages[uid].modseq >= message.modseq, (name, uid)
 
 
-@pytest.mark.parametrize("features", [
-    IMAPC_FEATURES,
+@pytest.mark.parametrize(("mode", "features"), [
+    ("backup -R", IMAPC_FEATURES),
     # imapc logs in only when needed, sends ID, asks BODYSTRUCTURE and SEARCH of the server.
     # (Not guid-forced: messages with identical headers then share a GUID and dsync gives
     # them one INTERNALDATE, directly as through the proxy; see docs/migration-dsync.md.)
-    f"{IMAPC_FEATURES} delay-login send-id fetch-bodystructure search",
+    ("backup -R", f"{IMAPC_FEATURES} delay-login send-id fetch-bodystructure search"),
+    ("sync -1 -R", IMAPC_FEATURES),  # the other documented form: one-way sync
 ])
-def test_backup_through_the_proxy_copies_the_account_exactly(migration: Migration,
-                                                             features: str) -> None:
-    seconds = migration.run(features)
+def test_dsync_through_the_proxy_copies_the_account_exactly(migration: Migration, mode: str,
+                                                            features: str) -> None:
+    seconds = migration.run(features, mode)
     source, copy = migration.read_source(), migration.read_destination()
     assert_same_account(source, copy)
     # The fixture's variety really is there.
@@ -140,8 +142,8 @@ def test_backup_through_the_proxy_copies_the_account_exactly(migration: Migratio
                 for f in m.flags if not f.startswith("\\")}
     assert {"Work", "$Forwarded", "$Label1", "$MDNSent", "Urgent-Project"} <= keywords
     count = sum(len(box.messages) for box in source.mailboxes.values())
-    log.warning("dsync through the proxy: %d messages, %d bytes in %.2f s", count, source.size,
-                seconds)
+    log.warning("%s through the proxy: %d messages, %d bytes in %.2f s", mode, count,
+                source.size, seconds)
     # Every body crossed the upstream link once.
     fetched = migration.spy.bodies_fetched()
     assert {name: len(uids) for name, uids in fetched.items()} == {
