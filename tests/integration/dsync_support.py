@@ -50,17 +50,20 @@ class DsyncRun:
 
 def dsync_command(destination: DovecotServer, user: str, *, imapc_host: str, imapc_port: int,
                   imapc_user: str, imapc_password: str, features: str = IMAPC_FEATURES,
-                  mode: tuple[str, ...] = ("backup", "-R")) -> list[str]:
+                  mode: tuple[str, ...] = ("backup", "-R"),
+                  settings: dict[str, str] | None = None) -> list[str]:
     """The doveadm command line that copies *imapc_user*'s account (read over IMAP from
     imapc_host:imapc_port) into *user* on *destination*; *mode* is ``backup -R`` or
-    ``sync -1 -R`` (one-way, from imapc to the destination)."""
+    ``sync -1 -R`` (one-way, from imapc to the destination); *settings* are more ``-o``
+    overrides (``imapc_master_user``)."""
     assert DOVEADM is not None
+    more = [arg for name, value in (settings or {}).items() for arg in ("-o", f"{name}={value}")]
     return [
         DOVEADM, "-c", str(destination.config_file),
         "-o", f"imapc_host={imapc_host}", "-o", f"imapc_port={imapc_port}",
         "-o", "imapc_ssl=no", "-o", f"imapc_user={imapc_user}",
         "-o", f"imapc_password={imapc_password}", "-o", f"imapc_features={features}",
-        "-o", "mail_prefetch_count=20", "-o", "mail_fsync=never",
+        "-o", "mail_prefetch_count=20", "-o", "mail_fsync=never", *more,
         *mode, "-u", user, "imapc:",
     ]
 
@@ -70,6 +73,30 @@ def run_dsync(command: list[str]) -> DsyncRun:
     result = subprocess.run(command, capture_output=True, text=True, timeout=DSYNC_TIMEOUT,
                             check=False)
     return DsyncRun(result.returncode, result.stderr, time.monotonic() - started)
+
+
+class MasterUserDovecot(DovecotServer):
+    """A test Dovecot that also has master users (``add_master``): a master logs in as any
+    user with ``AUTHENTICATE PLAIN`` (authorization identity = the user), as imapc does with
+    ``imapc_master_user``."""
+
+    @property
+    def masters_file(self) -> Path:
+        return self.base_dir / "masters"
+
+    def add_master(self, name: str, password: str) -> None:
+        with self.masters_file.open("a", encoding="utf-8") as out:
+            out.write(f"{name}:{{PLAIN}}{password}\n")
+
+    def _config_text(self) -> str:
+        self.masters_file.touch()
+        return super()._config_text() + f"""
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN {self.masters_file}
+}}
+"""
 
 
 # --- an account, item by item ------------------------------------------------------------

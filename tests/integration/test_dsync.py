@@ -17,6 +17,7 @@ import pytest
 
 from imapproxy.devserver import DovecotServer, mailbox_arg
 from tests.conftest import Account as Login
+from tests.conftest import make_account
 from tests.mailgen import messages, seed_mailbox
 
 from .conftest import RunningProxy, make_config
@@ -24,6 +25,7 @@ from .dsync_support import (
     DOVEADM,
     IMAPC_FEATURES,
     Account,
+    MasterUserDovecot,
     UpstreamSpy,
     dsync_command,
     mailbox_name,
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 NESTED = "Archive/2024"
 NON_ASCII = "Entwürfe/Ünïcødé 日本語"
 EMPTY = "Empty"
+MASTER = ("migrator", "master-secret")  # a master user of the source (name, password)
 # Flags and keywords cycled over the nested mailbox (INBOX gets mailgen's own cycle).
 KEYWORDS_CYCLE = ("", "\\Seen Work", "$Forwarded \\Answered", "$Label1 $MDNSent", "\\Draft",
                   "\\Flagged \\Seen Urgent-Project")
@@ -49,13 +52,16 @@ class Migration:
     proxy: RunningProxy
     spy: UpstreamSpy
 
-    def run(self, features: str = IMAPC_FEATURES, mode: str = "backup -R") -> float:
-        """One ``doveadm backup`` (or *mode*) through the proxy; its wall time in seconds."""
+    def run(self, features: str = IMAPC_FEATURES, mode: str = "backup -R",
+            master: tuple[str, str] | None = None) -> float:
+        """One ``doveadm backup`` (or *mode*) through the proxy, as the user or as a *master*
+        (name, password); its wall time in seconds."""
         result = run_dsync(dsync_command(
             self.destination, self.source.user, imapc_host=self.proxy.host,
             imapc_port=self.proxy.port, imapc_user=self.source.user,
-            imapc_password=self.source.password, features=features,
-            mode=tuple(mode.split())))
+            imapc_password=master[1] if master else self.source.password, features=features,
+            mode=tuple(mode.split()),
+            settings={"imapc_master_user": master[0]} if master else None))
         assert result.returncode == 0, result.stderr
         assert "Error:" not in result.stderr and "Warning:" not in result.stderr, result.stderr
         return result.seconds
@@ -79,9 +85,8 @@ class Migration:
         return imap
 
 
-@pytest.fixture
-def migration(tmp_path: Path, account: Login,
-              monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
+def start_migration(tmp_path: Path, account: Login,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
     """A source account with nested, non-ASCII and empty mailboxes, subscriptions, keywords
     and varied INTERNALDATEs; the proxy in front of it, with its cache in a directory that
     outlives a proxy restart; an empty destination Dovecot with the same user."""
@@ -105,6 +110,20 @@ def migration(tmp_path: Path, account: Login,
             yield migration
         finally:
             migration.proxy.stop()
+
+
+@pytest.fixture
+def migration(tmp_path: Path, account: Login,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
+    yield from start_migration(tmp_path, account, monkeypatch)
+
+
+@pytest.fixture
+def master_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
+    """The same, on a source Dovecot of its own that has a master user."""
+    with MasterUserDovecot(tmp_path / "source") as source:
+        source.add_master(*MASTER)
+        yield from start_migration(tmp_path, make_account(source), monkeypatch)
 
 
 def assert_same_account(source: Account, destination: Account) -> None:
@@ -148,6 +167,18 @@ def test_dsync_through_the_proxy_copies_the_account_exactly(migration: Migration
     fetched = migration.spy.bodies_fetched()
     assert {name: len(uids) for name, uids in fetched.items()} == {
         name: len(box.messages) for name, box in source.mailboxes.items() if box.messages}
+
+
+def test_a_master_user_migrates_the_account(master_migration: Migration) -> None:
+    """imapc_master_user: imapc logs in to the proxy as the master with the user as
+    authorization identity; the proxy logs in upstream the same way."""
+    master_migration.run(master=MASTER)
+    source = master_migration.read_source()
+    assert_same_account(source, master_migration.read_destination())
+    assert len(source.mailboxes["INBOX"].messages) > 100
+    fetched = master_migration.spy.bodies_fetched()
+    assert sum(len(uids) for uids in fetched.values()) == sum(
+        len(box.messages) for box in source.mailboxes.values())
 
 
 def test_second_run_transfers_only_the_changes(migration: Migration) -> None:
