@@ -99,6 +99,28 @@ passdb {{
 """
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for 127.0.0.1 / localhost, for the proxy's TLS listeners."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-nodes", "-days", "2",
+         "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def unchrooted(destination: DovecotServer, user: str) -> dict[str, str]:
+    """doveadm overrides that write the destination's Maildir without the chroot the test
+    Dovecot uses when run as root: a chrooted dsync cannot load Dovecot's TLS module
+    (/usr/lib/dovecot/modules is outside the chroot). The path is the one the destination
+    serves (home = mail_dir/USER); *destination* must then live in a directory the mail
+    user can traverse."""
+    return {"mail_chroot": "",
+            "mail_location": f"maildir:{destination.mail_dir}/{user}/Maildir:LAYOUT=fs"}
+
+
 # --- an account, item by item ------------------------------------------------------------
 
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import imaplib
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import imapproxy.server.session as session_module
+from imapproxy.config import ListenerConfig
 from imapproxy.devserver import DovecotServer, mailbox_arg
 from tests.conftest import Account as Login
 from tests.conftest import make_account
-from tests.mailgen import messages, seed_mailbox
+from tests.mailgen import generated, messages, seed_mailbox
 
 from .conftest import RunningProxy, make_config
 from .dsync_support import (
@@ -31,6 +35,8 @@ from .dsync_support import (
     mailbox_name,
     read_account,
     run_dsync,
+    self_signed_certificate,
+    unchrooted,
 )
 
 pytestmark = pytest.mark.skipif(DOVEADM is None, reason="doveadm (dovecot-core) not installed")
@@ -51,6 +57,7 @@ class Migration:
     destination: DovecotServer
     proxy: RunningProxy
     spy: UpstreamSpy
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)  # more -o overrides
 
     def run(self, features: str = IMAPC_FEATURES, mode: str = "backup -R",
             master: tuple[str, str] | None = None) -> float:
@@ -61,7 +68,7 @@ class Migration:
             imapc_port=self.proxy.port, imapc_user=self.source.user,
             imapc_password=master[1] if master else self.source.password, features=features,
             mode=tuple(mode.split()),
-            settings={"imapc_master_user": master[0]} if master else None))
+            settings=self.settings | ({"imapc_master_user": master[0]} if master else {})))
         assert result.returncode == 0, result.stderr
         assert "Error:" not in result.stderr and "Warning:" not in result.stderr, result.stderr
         return result.seconds
@@ -85,12 +92,15 @@ class Migration:
         return imap
 
 
-def start_migration(tmp_path: Path, account: Login,
-                    monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
+def start_migration(tmp_path: Path, account: Login, monkeypatch: pytest.MonkeyPatch, *,
+                    msgs: list[bytes] | None = None,
+                    listeners: tuple[ListenerConfig, ...] | None = None,
+                    destination_dir: Path | None = None) -> Iterator[Migration]:
     """A source account with nested, non-ASCII and empty mailboxes, subscriptions, keywords
-    and varied INTERNALDATEs; the proxy in front of it, with its cache in a directory that
-    outlives a proxy restart; an empty destination Dovecot with the same user."""
-    msgs = messages(60)
+    and varied INTERNALDATEs (*msgs*: ~100 mixed messages); the proxy in front of it (on
+    *listeners*), with its cache in a directory that outlives a proxy restart; an empty
+    destination Dovecot with the same user."""
+    msgs = messages(60) if msgs is None else msgs
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)
     imap.login(account.user, account.password)
     seed_mailbox(imap, "INBOX", msgs)
@@ -101,9 +111,9 @@ def start_migration(tmp_path: Path, account: Login,
         imap.subscribe(mailbox_arg(name))
     imap.logout()
     spy = UpstreamSpy(monkeypatch)
-    config = dataclasses.replace(make_config(account.host, account.port),
+    config = dataclasses.replace(make_config(account.host, account.port, listeners=listeners),
                                  cache_dir=tmp_path / "proxy-cache")
-    with DovecotServer(tmp_path / "destination") as destination:
+    with DovecotServer(destination_dir or tmp_path / "destination") as destination:
         destination.add_user(account.user, account.password)
         migration = Migration(account, destination, RunningProxy(config), spy)
         try:
@@ -179,6 +189,39 @@ def test_a_master_user_migrates_the_account(master_migration: Migration) -> None
     fetched = master_migration.spy.bodies_fetched()
     assert sum(len(uids) for uids in fetched.values()) == sum(
         len(box.messages) for box in source.mailboxes.values())
+
+
+@pytest.fixture
+def world_traversable_dir() -> Iterator[Path]:
+    """A directory the destination's mail user can reach without a chroot (pytest's tmp
+    directories are private to their owner)."""
+    path = Path(tempfile.mkdtemp(prefix="imapproxy-dsync-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("listener", "imapc_ssl"), [("starttls", "starttls"),
+                                                      ("implicit", "imaps")])
+def test_dsync_over_tls_with_a_verified_certificate(
+        tmp_path: Path, account: Login, monkeypatch: pytest.MonkeyPatch,
+        world_traversable_dir: Path, listener: str, imapc_ssl: str) -> None:
+    """The production recipe: imapc speaks TLS to the proxy and verifies its certificate;
+    the proxy treats the peer as remote, so a plaintext login would be refused."""
+    monkeypatch.setattr(session_module, "is_loopback", lambda peer: False)
+    cert, key = self_signed_certificate(world_traversable_dir)  # doveadm reads it as the mail user
+    tls = ListenerConfig(host="127.0.0.1", port=0, tls=listener,  # type: ignore[arg-type]
+                         cert_file=cert, key_file=key)
+    for migration in start_migration(tmp_path, account, monkeypatch, msgs=generated(12),
+                                     listeners=(tls,),
+                                     destination_dir=world_traversable_dir / "destination"):
+        migration.settings = {"imapc_ssl": imapc_ssl, "imapc_ssl_verify": "yes",
+                              "ssl_client_ca_file": str(cert),
+                              **unchrooted(migration.destination, account.user)}
+        migration.run()
+        source = migration.read_source()
+        assert_same_account(source, migration.read_destination())
+        assert len(source.mailboxes["INBOX"].messages) == 12
 
 
 def test_second_run_transfers_only_the_changes(migration: Migration) -> None:
