@@ -19,6 +19,7 @@ import platformdirs
 
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
+LogFormat = Literal["text", "kv", "json"]
 
 
 class ConfigError(Exception):
@@ -75,6 +76,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    """Metrics, log format and the admin socket (imapproxy/observability/)."""
+
+    log_format: LogFormat = "text"
+    metrics_bind: tuple[str, int] | None = None  # off by default
+    admin_socket: Path | None = None  # None: <cache dir>/admin.sock
+    admin_enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
@@ -82,6 +93,13 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+
+    @property
+    def admin_socket(self) -> Path | None:
+        if not self.observability.admin_enabled:
+            return None
+        return self.observability.admin_socket or self.cache_dir / "admin.sock"
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +223,8 @@ class Overrides:
     log_level: str | None = None
 
 
-_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
+_TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
+             "metrics", "admin")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
                   "prefetch_count", "rate_limit", "max_concurrent_commands")
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
@@ -605,6 +624,26 @@ def _load_cache(table: _Table | None) -> CacheConfig:
     return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
 
 
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")
+
+
+def _load_observability(root: _Table) -> ObservabilityConfig:
+    log_format = root.string("log_format") or "text"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, "
+                                        f"not {log_format!r}")
+    metrics = root.subtable("metrics", ("bind",))
+    bind = metrics.string("bind") if metrics is not None else None
+    admin = root.subtable("admin", ("socket", "enabled"))
+    enabled = admin.boolean("enabled") if admin is not None else None
+    return ObservabilityConfig(
+        log_format=log_format,  # checked against LOG_FORMATS
+        metrics_bind=parse_bind(bind, "metrics.bind") if bind else None,
+        admin_socket=admin.path("socket") if admin is not None else None,
+        admin_enabled=True if enabled is None else enabled,
+    )
+
+
 def load_config(path: Path | None, overrides: Overrides | None = None) -> Config:
     """Build the Config from an optional TOML file and command-line overrides.
 
@@ -637,4 +676,5 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         limits=limits,
         log_level=log_level,
         cache=_load_cache(cache),
+        observability=_load_observability(root),
     )

@@ -25,6 +25,7 @@ from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
 from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..observability.metrics import Metrics
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
@@ -98,7 +99,7 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -118,6 +119,9 @@ class Session:
         self._prefetch: asyncio.Future[int] | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
+        self.started_at = time.time()
+        self.metrics = metrics
+        self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
 
     def _new_framer(self) -> Framer:
@@ -129,6 +133,8 @@ class Session:
 
     async def run(self) -> None:
         log.info("session start peer=%s", _peer_text(self.peer))
+        if self.metrics is not None:
+            self.metrics.session_started()
         try:
             self.write(status_line(None, "OK", "imapproxy ready.",
                                    "CAPABILITY " + " ".join(self.capabilities())))
@@ -154,8 +160,12 @@ class Session:
     async def _finish(self) -> None:
         if self._prefetch is not None:
             self._prefetch.cancel()
+        if self.metrics is not None:
+            self.metrics.session_ended()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
+            if self.metrics is not None:
+                self.metrics.upstream_event("closed")
             await upstream.logout()
         try:
             self.writer.close()
@@ -218,6 +228,8 @@ class Session:
             except ProtocolError as exc:
                 self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
                 return
+            if self.metrics is not None:
+                self._answering = (command.tag.encode() + b" ", command.full_name)
             try:
                 await self.dispatch(command)
             except SessionEnded:
@@ -362,6 +374,8 @@ class Session:
         except ImapError:
             upstream.close()
             raise
+        if self.metrics is not None:
+            self.metrics.login(status.status == "OK")
         if status.status != "OK":
             upstream.close()
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
@@ -371,6 +385,9 @@ class Session:
                                    or "Authentication failed.", code))
             return
         self.upstream = upstream
+        if self.metrics is not None:
+            self.metrics.upstream_event("opened")
+            upstream.on_round_trip = self.metrics.round_trip
         self.user = shown
         self.state = State.AUTHENTICATED
         if self.cache is not None:
@@ -581,7 +598,29 @@ class Session:
     # --- output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self._answering is not None and data.startswith(self._answering[0]):
+            self._count_answer(data)
         self.writer.write(data)
+
+    def _count_answer(self, line: bytes) -> None:
+        """The tagged answer of the command being run: counted by name and status."""
+        assert self._answering is not None and self.metrics is not None
+        prefix, name = self._answering
+        self._answering = None
+        status = line[len(prefix):len(prefix) + 3].rstrip().decode("ascii", "replace").upper()
+        self.metrics.command(name, status if status in ("OK", "NO", "BAD") else "other")
+
+    def describe(self) -> dict[str, Any]:
+        """What ``imapproxy who`` shows of this session."""
+        return {
+            "user": self.user or None,
+            "peer": _peer_text(self.peer),
+            "state": self.state.value,
+            "mailbox": self.mailbox.name.decode("utf-8", "replace")
+            if self.mailbox is not None else None,
+            "client": self.client_id.get("name"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+        }
 
     def _try_write(self, data: bytes) -> None:
         try:

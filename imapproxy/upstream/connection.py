@@ -15,7 +15,8 @@ import asyncio
 import base64
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -98,6 +99,9 @@ def tls_context(config: UpstreamConfig) -> ssl.SSLContext:
 
 class UpstreamConnection:
     """An authenticated-or-not IMAP connection to the upstream; one command at a time."""
+
+    # Told (command name, seconds from sending to the tagged answer) of each command: metrics.
+    on_round_trip: Callable[[str, float], None] | None = None
 
     def __init__(self, config: UpstreamConfig, reader: _ResponseReader, caps: frozenset[str],
                  preauth: bool, limiter: UpstreamLimiter = UNLIMITED) -> None:
@@ -275,6 +279,7 @@ class UpstreamConnection:
                 else:
                     tags.pop()
             self._write(chunks[0])
+            sent = time.monotonic()
             for chunk in chunks[1:]:
                 while True:
                     item = await self._receive(timeout)
@@ -290,9 +295,12 @@ class UpstreamConnection:
                 item = await self._receive(timeout)
                 if _stale(item, tags):
                     continue
-                yield item
                 if item.is_tagged(tags[-1]):
+                    if self.on_round_trip is not None:
+                        self.on_round_trip(command.name, time.monotonic() - sent)
+                    yield item
                     return
+                yield item
 
     def carry(self, item: Received) -> None:
         """Keep an unsolicited response met by a background command (prefetch) for the
