@@ -171,7 +171,7 @@ def test_dsync_through_the_proxy_copies_the_account_exactly(migration: Migration
                 for f in m.flags if not f.startswith("\\")}
     assert {"Work", "$Forwarded", "$Label1", "$MDNSent", "Urgent-Project"} <= keywords
     count = sum(len(box.messages) for box in source.mailboxes.values())
-    log.warning("%s through the proxy: %d messages, %d bytes in %.2f s", mode, count,
+    log.info("%s through the proxy: %d messages, %d bytes in %.2f s", mode, count,
                 source.size, seconds)
     # Every body crossed the upstream link once.
     fetched = migration.spy.bodies_fetched()
@@ -237,14 +237,19 @@ def test_second_run_transfers_only_the_changes(migration: Migration) -> None:
     imap.select(mailbox_arg(NESTED))
     imap.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
     imap.expunge()
-    new_inbox = seed_mailbox(imap, "INBOX", messages(3, seed=7)[:3])
-    new_nested = seed_mailbox(imap, NESTED, messages(2, seed=8)[:2])
+    new_inbox = seed_mailbox(imap, "INBOX", generated(3, seed=7))
+    new_nested = seed_mailbox(imap, NESTED, generated(2, seed=8))
     imap.logout()
 
     migration.spy.clear()
     migration.run()
     source, copy = migration.read_source(), migration.read_destination()
     assert_same_account(source, copy)
+    inbox = copy.mailboxes["INBOX"].messages  # the changes really happened, and arrived
+    assert {"\\Flagged", "Work"} <= inbox[2].flags and "\\Seen" not in inbox[3].flags
+    assert not {4, 5} & inbox.keys() and 1 not in copy.mailboxes[NESTED].messages
+    assert set(new_inbox) <= inbox.keys() and len(new_inbox) == 3
+    # Only the new messages' bodies crossed the upstream link.
     assert migration.spy.bodies_fetched() == {"INBOX": set(new_inbox), NESTED: set(new_nested)}
     for name, box in first.mailboxes.items():
         after = copy.mailboxes[name]
