@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,26 @@ def test_a_master_user_migrates_the_account(master_migration: Migration) -> None
     fetched = master_migration.spy.bodies_fetched()
     assert sum(len(uids) for uids in fetched.values()) == sum(
         len(box.messages) for box in source.mailboxes.values())
+
+
+def test_a_master_login_is_the_users_session(tmp_path: Path, proxy_factory: Any,
+                                            raw_factory: Any,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The session (logs, ``imapproxy who`` / ``kick``, the cache) belongs to the user whose
+    mailbox it reads, not to the master; the master is in the login log line."""
+    with MasterUserDovecot(tmp_path / "source") as source:
+        source.add_master(*MASTER)
+        account = make_account(source)
+        proxy = proxy_factory(upstream_host=source.host, upstream_port=source.port)
+        client = raw_factory(proxy.host, proxy.port)
+        plain = f"{account.user}\0{MASTER[0]}\0{MASTER[1]}".encode()
+        with caplog.at_level(logging.INFO, logger="imapproxy.server.session"):
+            client.ok("AUTHENTICATE PLAIN " + base64.b64encode(plain).decode())
+        (session,) = list(proxy.app.sessions)
+        assert session.user == account.user
+        assert f"login ok user={account.user} " in caplog.text
+        assert f"master={MASTER[0]}" in caplog.text
+        client.ok("LOGOUT")
 
 
 @pytest.fixture
