@@ -31,6 +31,8 @@ from imapproxy.upstream.connection import UpstreamConnection
 
 from .conftest import RawClient, quote
 
+# doveadm comes with dovecot-core, which dovecot-imapd needs: where the Dovecot fixtures run
+# (and do not skip), doveadm is there too.
 DOVEADM = shutil.which("doveadm") or next(
     (p for p in ("/usr/bin/doveadm", "/usr/sbin/doveadm") if Path(p).is_file()), None)
 DSYNC_TIMEOUT = 60.0  # seconds for one doveadm run
@@ -54,18 +56,18 @@ def dsync_command(destination: DovecotServer, user: str, *, imapc_host: str, ima
                   settings: dict[str, str] | None = None) -> list[str]:
     """The doveadm command line that copies *imapc_user*'s account (read over IMAP from
     imapc_host:imapc_port) into *user* on *destination*; *mode* is ``backup -R`` or
-    ``sync -1 -R`` (one-way, from imapc to the destination); *settings* are more ``-o``
-    overrides (``imapc_master_user``)."""
-    assert DOVEADM is not None
-    more = [arg for name, value in (settings or {}).items() for arg in ("-o", f"{name}={value}")]
-    return [
-        DOVEADM, "-c", str(destination.config_file),
-        "-o", f"imapc_host={imapc_host}", "-o", f"imapc_port={imapc_port}",
-        "-o", "imapc_ssl=no", "-o", f"imapc_user={imapc_user}",
-        "-o", f"imapc_password={imapc_password}", "-o", f"imapc_features={features}",
-        "-o", "mail_prefetch_count=20", "-o", "mail_fsync=never", *more,
-        *mode, "-u", user, "imapc:",
-    ]
+    ``sync -1 -R`` (one-way, from imapc to the destination); *settings* add or replace
+    ``-o`` overrides (``imapc_master_user``, ``imapc_ssl``)."""
+    assert DOVEADM is not None, "doveadm not found (Debian package dovecot-core)"
+    options = {
+        "imapc_host": imapc_host, "imapc_port": str(imapc_port), "imapc_ssl": "no",
+        "imapc_user": imapc_user, "imapc_password": imapc_password,
+        "imapc_features": features, "mail_prefetch_count": "20", "mail_fsync": "never",
+        **(settings or {}),
+    }
+    overrides = [arg for name, value in options.items() for arg in ("-o", f"{name}={value}")]
+    return [DOVEADM, "-c", str(destination.config_file), *overrides, *mode, "-u", user,
+            "imapc:"]
 
 
 def run_dsync(command: list[str]) -> DsyncRun:

@@ -29,7 +29,6 @@ from tests.mailgen import generated, messages, seed_mailbox
 
 from .conftest import RunningProxy, make_config
 from .dsync_support import (
-    DOVEADM,
     IMAPC_FEATURES,
     Account,
     MasterUserDovecot,
@@ -42,7 +41,6 @@ from .dsync_support import (
     unchrooted,
 )
 
-pytestmark = pytest.mark.skipif(DOVEADM is None, reason="doveadm (dovecot-core) not installed")
 log = logging.getLogger(__name__)
 
 NESTED = "Archive/2024"
