@@ -7,6 +7,7 @@ the source fetches only the new messages' bodies (docs/migration-dsync.md)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import imaplib
 import logging
@@ -103,6 +104,7 @@ class Migration:
         return imap
 
 
+@contextlib.contextmanager
 def start_migration(tmp_path: Path, account: Login, monkeypatch: pytest.MonkeyPatch, *,
                     msgs: list[bytes] | None = None,
                     listeners: tuple[ListenerConfig, ...] | None = None,
@@ -139,7 +141,8 @@ def start_migration(tmp_path: Path, account: Login, monkeypatch: pytest.MonkeyPa
 @pytest.fixture
 def migration(tmp_path: Path, account: Login,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[Migration]:
-    yield from start_migration(tmp_path, account, monkeypatch)
+    with start_migration(tmp_path, account, monkeypatch) as started:
+        yield started
 
 
 @pytest.fixture
@@ -147,8 +150,9 @@ def master_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """The same, on a source Dovecot of its own that has a master user."""
     with MasterUserDovecot(tmp_path / "source") as source:
         source.add_master(*MASTER)
-        yield from start_migration(tmp_path, make_account(source), monkeypatch,
-                                   msgs=generated(12))
+        with start_migration(tmp_path, make_account(source), monkeypatch,
+                             msgs=generated(12)) as started:
+            yield started
 
 
 def assert_same_account(source: Account, destination: Account) -> None:
@@ -185,11 +189,11 @@ def test_dsync_through_the_proxy_copies_the_account_exactly(migration: Migration
     keywords = {f for box in source.mailboxes.values() for m in box.messages.values()
                 for f in m.flags if not f.startswith("\\")}
     assert {"Work", "$Forwarded", "$Label1", "$MDNSent", "Urgent-Project", "Big"} <= keywords
-    assert max(len(m.body) for m in source.mailboxes[mailbox_name(NON_ASCII)].messages.values()) \
-        >= BIG
+    sizes = [len(m.body) for m in source.mailboxes[mailbox_name(NON_ASCII)].messages.values()]
+    assert max(sizes) >= BIG
     count = sum(len(box.messages) for box in source.mailboxes.values())
-    log.info("%s through the proxy: %d messages, %d bytes in %.2f s", mode, count,
-                source.size, seconds)
+    log.info("%s through the proxy: %d messages, %d bytes in %.2f s", mode, count, source.size,
+             seconds)
     # Every body crossed the upstream link once.
     fetched = migration.spy.bodies_fetched()
     assert {name: len(uids) for name, uids in fetched.items()} == {
@@ -246,12 +250,11 @@ def test_dsync_over_tls_with_a_verified_certificate(
     """The production recipe: imapc speaks TLS to the proxy and verifies its certificate;
     the proxy treats the peer as remote, so a plaintext login would be refused."""
     monkeypatch.setattr(session_module, "is_loopback", lambda peer: False)
-    cert, key = self_signed_certificate(world_traversable_dir)  # doveadm reads it as the mail user
+    cert, key = self_signed_certificate(world_traversable_dir)  # read by the mail user
     tls = ListenerConfig(host="127.0.0.1", port=0, tls=listener,  # type: ignore[arg-type]
                          cert_file=cert, key_file=key)
-    for migration in start_migration(tmp_path, account, monkeypatch, msgs=generated(12),
-                                     listeners=(tls,),
-                                     destination_dir=world_traversable_dir / "destination"):
+    with start_migration(tmp_path, account, monkeypatch, msgs=generated(12), listeners=(tls,),
+                         destination_dir=world_traversable_dir / "destination") as migration:
         migration.settings = {"imapc_ssl": imapc_ssl, "imapc_ssl_verify": "yes",
                               "ssl_client_ca_file": str(cert),
                               **unchrooted(migration.destination, account.user)}
