@@ -297,3 +297,23 @@ def test_second_run_transfers_only_the_changes(migration: Migration) -> None:
         for uid, message in box.messages.items():
             if uid in after.messages:
                 assert after.messages[uid].modseq >= message.modseq, (name, uid)
+
+
+def test_a_recreated_mailbox_is_copied_afresh(migration: Migration) -> None:
+    """A mailbox deleted and created again on the source between two runs has a new
+    UIDVALIDITY and reuses UIDs 1, 2, ... for other messages: the proxy must not serve the
+    old bodies it cached under those UIDs."""
+    migration.run()
+    old = migration.read_source().mailboxes[NESTED]
+    imap = migration.imap_source()
+    imap.delete(mailbox_arg(NESTED))
+    new_uids = seed_mailbox(imap, NESTED, generated(5, seed=11), KEYWORDS_CYCLE)
+    imap.logout()
+    migration.spy.clear()
+    migration.run()
+    source, copy = migration.read_source(), migration.read_destination()
+    assert_same_account(source, copy)
+    box = copy.mailboxes[NESTED]
+    assert box.uidvalidity != old.uidvalidity and new_uids == [1, 2, 3, 4, 5]
+    assert all(box.messages[uid].body != old.messages[uid].body for uid in new_uids)
+    assert migration.spy.bodies_fetched()[NESTED] == set(new_uids)
