@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["direct"] = direct = measure(relay.port, relay, users, len(messages), args)
         _say("direct", direct)
         config = args.proxy_config.read_text() if args.proxy_config else None
-        proxy = ProxyProcess(work, "webmail", relay.port, config=config)
+        proxy = ProxyProcess(work, "webmail", relay.port, config=config, profile=args.profile)
         if args.warmup > 0:  # the proxy's cache fills, as it would in production
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
             measure(proxy.port, relay, users, len(messages), warm)
@@ -229,6 +229,7 @@ def main() -> int:
                         help="sessions per user at most (bounds the run)")
     parser.add_argument("--latency-ms", type=float, default=25.0)
     parser.add_argument("--proxy-config", type=Path, help="extra TOML for the proxy")
+    parser.add_argument("--profile", type=Path, help="cProfile the proxy into this file")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ Every setting here is documented with its default in conf/imapproxy.toml.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -32,6 +33,24 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class UpstreamPoolConfig:
+    """Upstream connection management (imapproxy/upstream/pool.py, docs/upstream.md)."""
+
+    reuse_idle_seconds: float = 60.0  # keep a logged-out user's connection this long (0 = off)
+    max_connections: int = 0  # upstream connections over all users (0 = no cap)
+    max_connections_per_user: int = 0  # upstream connections per user (0 = no cap)
+    queue_timeout: float = 30.0  # a login waits this long for a free connection slot
+    throttle_initial: float = 0.05  # back-off after [THROTTLED], doubled each time...
+    throttle_max: float = 16.0  # ...up to this
+    throttle_shrink_after: float = 0.5  # halved after this long without a throttle
+    slow_response_seconds: float = 0.0  # a slower first response counts as throttling (0 = off)
+    breaker_failures: int = 5  # consecutive upstream failures that open the breaker (0 = off)
+    breaker_cooldown: float = 30.0  # seconds the breaker stays open before a probe
+    degraded_reads: bool = False  # keep a session whose upstream died, serving cached reads
+    shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     url: str = "imap://127.0.0.1:143"
     host: str = "127.0.0.1"
@@ -44,6 +63,7 @@ class UpstreamConfig:
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
+    pool: UpstreamPoolConfig = field(default_factory=UpstreamPoolConfig)
 
 
 @dataclass(frozen=True)
@@ -226,7 +246,8 @@ class Overrides:
 _TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
              "metrics", "admin")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands")
+                  "prefetch_count", "rate_limit", "max_concurrent_commands",
+                  *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
 _CACHE_KEYS = ("dir", "max_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
@@ -576,7 +597,23 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),
+        pool=_load_pool(table),
     )
+
+
+def _load_pool(table: _Table) -> UpstreamPoolConfig:
+    """The connection-management keys of [upstream], each checked by its default's type."""
+    values: dict[str, Any] = {}
+    for name, default in dataclasses.asdict(UpstreamPoolConfig()).items():
+        if isinstance(default, bool):
+            value: Any = table.boolean(name)
+        elif isinstance(default, int):
+            value = table.non_negative(name, int)
+        else:
+            value = table.non_negative(name, float)
+        if value is not None:
+            values[name] = type(default)(value)
+    return UpstreamPoolConfig(**values)
 
 
 def _load_limits(root: _Table) -> LimitsConfig:

@@ -14,6 +14,7 @@ from ..config import Config, ListenerConfig
 from ..observability.admin import AdminServer
 from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,11 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
         self.metrics = Metrics()
         self.metrics.watch_cache(lambda: self.cache)
+        self.pool.on_event = self.metrics.upstream_event
         self.metrics_bound: tuple[str, int] | None = None
         self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,7 +99,7 @@ class ProxyApp:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
         session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
-                          self.metrics)
+                          self.metrics, self.pool)
         self.sessions.add(session)
         try:
             await session.run()
@@ -123,6 +127,7 @@ class ProxyApp:
             await self.admin.stop()
             self.admin = None
         self.metrics.close()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None

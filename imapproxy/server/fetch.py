@@ -49,6 +49,7 @@ WINDOW_MESSAGES = 256  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
 STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
 STREAM_CHUNK = 256 * 1024
+WRITE_BATCH = 256 * 1024  # FETCH responses joined into one write up to about this size
 STREAMED = b"\0streamed\0"  # placeholder for the streamed value inside a response head
 SEEN = "\\SEEN"
 
@@ -208,16 +209,26 @@ class ContentFetch:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
             whole = all(_whole_message(i) for i in request.items)
             structures = {} if whole else await self._structures(bodies)
+            # Responses go out in batches: one socket write for many small messages.
+            batch: list[bytes] = []
+            batched = 0
             for row in rows:
                 stream = streams.get(row.uid)
                 if stream is not None:
+                    self._flush(batch)
+                    batched = 0
                     await self._stream_response(row, request.items, stream, by_uid)
                     continue
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
                 render = _Renderer(raw, structures.get(row.uid, b""))
-                self.write(_fetch_response(row, request.items, render, by_uid))
+                batch.append(_fetch_response(row, request.items, render, by_uid))
+                batched += len(batch[-1])
+                if batched >= WRITE_BATCH:
+                    self._flush(batch)
+                    batched = 0
+            self._flush(batch)
             await self.drain()
         finally:
             for stream in streams.values():
@@ -246,6 +257,11 @@ class ContentFetch:
                 if stream is not None:
                     out[uid] = stream
         return out
+
+    def _flush(self, batch: list[bytes]) -> None:
+        if batch:
+            self.write(b"".join(batch))
+            batch.clear()
 
     async def _learn_sizes(self, rows: list[Row], bodies: dict[int, bytes]) -> None:
         """Sizes of rows that had none (answered without the upstream: not cached then)."""
@@ -445,12 +461,18 @@ class _Renderer:
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        if item.name == "RFC822.SIZE" and self.structure:
+            # The size as served, from the parsed structure: no rescan of the bytes.
+            return b"RFC822.SIZE", b"%d" % self._root().vsize
         quick = whole_message_item(item, self.raw)
         if quick is not None:
             return quick
+        return render_item(item, self.raw, self._root())
+
+    def _root(self) -> Part:
         if self._part is None:
             self._part = load_structure(self.structure)
-        return render_item(item, self.raw, self._part)
+        return self._part
 
 
 def _whole_message(item: FetchItem) -> bool:

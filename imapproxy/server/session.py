@@ -24,7 +24,14 @@ from typing import Any
 from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
-from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..errors import (
+    BadCommand,
+    CommandFailed,
+    ImapError,
+    SessionEnded,
+    UpstreamLost,
+    UpstreamUnavailable,
+)
 from ..observability.metrics import Metrics
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
@@ -40,6 +47,7 @@ from ..protocol.response import (
 from ..protocol.tokens import Atom, ParenList, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
+from ..upstream.pool import UpstreamPool, leaves_state_behind
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -47,6 +55,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
@@ -99,7 +108,8 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None,
+                 pool: UpstreamPool | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -114,6 +124,9 @@ class Session:
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
         self.limiter = limiter
+        self.pool = pool or UpstreamPool.unshared(config.upstream,
+                                                  config.limits.max_literal_size, limiter)
+        self.reusable = True  # may the upstream connection serve another session afterwards
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
@@ -159,14 +172,14 @@ class Session:
 
     async def _finish(self) -> None:
         if self._prefetch is not None:
+            self.reusable &= self._prefetch.done()  # else a command was cut off mid-way
             self._prefetch.cancel()
         if self.metrics is not None:
             self.metrics.session_ended()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            if self.metrics is not None:
-                self.metrics.upstream_event("closed")
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=self.reusable,
+                                    selected=self.state is State.SELECTED)
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
@@ -194,7 +207,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None:
+        if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:
@@ -210,6 +223,9 @@ class Session:
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)
+            if self._serves_degraded():
+                log.warning("upstream lost user=%s: serving cached reads only", self.user)
+                return await self._read(timeout)
             raise UpstreamLost("Upstream server connection lost")
         raise SessionEnded("Disconnected for inactivity.")
 
@@ -252,8 +268,21 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
+        if leaves_state_behind(command):
+            self.reusable = False
         await self._settle_prefetch()
-        await handler(command)
+        try:
+            await handler(command)
+        except UpstreamLost as exc:
+            if not self._serves_degraded():
+                raise
+            raise UpstreamUnavailable("Upstream server unavailable; only cached messages "
+                                      "can be read") from exc
+
+    def _serves_degraded(self) -> bool:
+        """Once the upstream is gone, a session with a cached mailbox selected stays, serving
+        cached content (``[upstream] degraded_reads``); other commands get NO [UNAVAILABLE]."""
+        return self.config.upstream.pool.degraded_reads and self.mailbox_cache is not None
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -286,7 +315,7 @@ class Session:
 
     async def cmd_noop(self, command: Command) -> None:
         _no_args(command)
-        if self.upstream is None:
+        if self.upstream is None or (self.upstream.lost and self._serves_degraded()):
             self.write(status_line(command.tag, "OK", "NOOP completed."))
         else:
             await self.forward(command)
@@ -366,18 +395,10 @@ class Session:
     async def authenticate(self, tag: str, user: bytes, password: bytes,
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
-        upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size,
-                                                 self.limiter)
-        try:
-            status = await upstream.login(user, password, authzid)
-        except ImapError:
-            upstream.close()
-            raise
+        upstream, status = await self.pool.login(user, password, authzid)
         if self.metrics is not None:
-            self.metrics.login(status.status == "OK")
-        if status.status != "OK":
-            upstream.close()
+            self.metrics.login(upstream is not None)
+        if upstream is None:
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
             code = status.code or "AUTHENTICATIONFAILED"
@@ -385,8 +406,7 @@ class Session:
                                    or "Authentication failed.", code))
             return
         self.upstream = upstream
-        if self.metrics is not None:
-            self.metrics.upstream_event("opened")
+        if self.metrics is not None:  # (connection events are counted by the pool)
             upstream.on_round_trip = self.metrics.round_trip
         # Whose mailbox this is: the authorization identity when a master user logs in for
         # someone (imapc_master_user, docs/migration-dsync.md); the master is logged.
@@ -418,6 +438,9 @@ class Session:
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
+        if self.pool.settings.shared_idle and self.mailbox is not None:
+            await shared_idle(self, command, self.pool.idle, self.pool.owner_of(upstream))
+            return
         responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None

@@ -79,7 +79,13 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
         time.sleep(0.1)
     assert values["imapproxy_sessions_open"] == 0
     assert values["imapproxy_sessions_total"] == 2
-    assert values["imapproxy_upstream_connections"] == 0
+    # still open: parked for the user's next login (upstream.reuse_idle_seconds)
+    assert values["imapproxy_upstream_connections"] == 1
+    client = raw_factory(observed.host, observed.port)
+    client.login(account.user, account.password)
+    values = _scrape(observed)
+    assert values['imapproxy_upstream_connection_events_total{event="reused"}'] == 1
+    assert values["imapproxy_upstream_connections"] == 1
 
 
 def test_who_lists_sessions_and_kick_ends_them(proxy: RunningProxy, account: Any,
