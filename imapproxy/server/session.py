@@ -415,7 +415,9 @@ class Session:
         self.hooks.after_login(upstream)
         if self.metrics is not None:  # (connection events are counted by the pool)
             upstream.on_round_trip = self.metrics.round_trip
-        self.user = shown
+        # Whose mailbox this is: the authorization identity when a master user logs in for
+        # someone (imapc_master_user, docs/migration-dsync.md); the master is logged.
+        self.user = (authzid or user).decode("utf-8", "replace")
         self.state = State.AUTHENTICATED
         if self.cache is not None:
             try:
@@ -423,7 +425,8 @@ class Session:
                                                              authzid or user)
             except CacheIsolationError:
                 log.exception("cache refused for user=%s; serving uncached", shown)
-        log.info("login ok user=%s peer=%s", shown, _peer_text(self.peer))
+        log.info("login ok user=%s peer=%s%s", self.user, _peer_text(self.peer),
+                 f" master={shown}" if authzid and authzid != user else "")
         self.write(status_line(tag, "OK", "Logged in",
                                "CAPABILITY " + " ".join(self.capabilities())))
 
