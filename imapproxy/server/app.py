@@ -12,19 +12,14 @@ import ssl
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
 from ..upstream.limits import UpstreamLimiter
+from .admission import admit
+from .guard import Guard, client_ip
+from .privileges import check_startup_permissions, drop_privileges
 from .session import Session
+from .shutdown import drain_sessions
+from .tls import TlsReloader
 
 log = logging.getLogger(__name__)
-
-
-def server_tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
-    if listener.tls == "none" or listener.cert_file is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(listener.cert_file),
-                        str(listener.key_file) if listener.key_file else None)
-    return ctx
 
 
 class ProxyApp:
@@ -34,6 +29,8 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.guard = Guard(config)
+        self.tls = TlsReloader()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -48,13 +45,14 @@ class ProxyApp:
 
     async def start(self) -> None:
         """Bind every listener; raises OSError naming the listener that failed."""
+        check_startup_permissions(self.config)
         try:
             self.cache = MessageCache.from_config(self.config)
         except OSError as exc:
             raise OSError(exc.errno, f"cache.dir {self.config.cache_dir}: "
                                      f"{exc.strerror or exc}") from exc
         for listener in self.config.listeners:
-            tls = server_tls_context(listener)
+            tls = self.tls.context_for(listener)
             try:
                 server = await asyncio.start_server(
                     functools.partial(self._accept, listener=listener, tls=tls),
@@ -71,7 +69,11 @@ class ProxyApp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
+        peer = await admit(reader, writer, listener, self.guard)
+        if peer is None:
+            return
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
+                          self.guard, peer)
         self.sessions.add(session)
         try:
             await session.run()
@@ -85,12 +87,18 @@ class ProxyApp:
                 writer.close()
         finally:
             self.sessions.discard(session)
+            self.guard.limits.close(client_ip(peer), session.user or None)
 
-    async def stop(self, reason: str = "Server shutting down.") -> None:
+    async def stop(self, reason: str = "Server shutting down.",
+                   grace: float | None = None) -> None:
+        """Stop accepting, say BYE to everyone, give running commands ``grace`` seconds
+        (default: server.shutdown_grace) to finish."""
         for server in self.servers:
             server.close()
-        for session in list(self.sessions):
-            session.shutdown(reason)
+        late = await drain_sessions(self.sessions, reason, self.config.server.shutdown_grace
+                                    if grace is None else grace)
+        if late:
+            log.warning("%d session(s) cut at the end of the shutdown grace period", late)
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
@@ -104,11 +112,15 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT. Raises OSError when a listen address cannot be bound."""
     app = ProxyApp(config)
     await app.start()
+    if config.server.user:
+        drop_privileges(config.server.user, config.server.group, [config.cache_dir])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, app.tls.reload)
     await stop.wait()
     log.info("shutting down")
     await app.stop()

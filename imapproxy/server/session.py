@@ -46,6 +46,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .guard import Guard, client_ip
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
@@ -98,14 +99,20 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, guard: Guard | None = None,
+                 peer: object = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
         self.listener = listener
         self.tls_context = tls
         self.tls_active = listener.tls == "implicit"
-        self.peer = writer.get_extra_info("peername")
+        # The real client: from the PROXY protocol header when a load balancer sent one.
+        self.peer = peer if peer is not None else writer.get_extra_info("peername")
+        self.guard = guard or Guard(config)
+        self.bytes_in = self.bytes_out = 0
+        self.busy = False  # running a command other than IDLE (shutdown lets it finish)
+        self._bye: str | None = None  # the reason to give at shutdown, once
         self.state = State.NOT_AUTHENTICATED
         self.upstream: UpstreamConnection | None = None
         self.user = ""
@@ -145,13 +152,26 @@ class Session:
         finally:
             await self._finish()
 
-    def shutdown(self, reason: str) -> None:
-        """Server shutdown: tell the client and stop reading."""
-        self._try_write(status_line(None, "BYE", reason))
+    def shutdown(self, reason: str, *, force: bool = False) -> None:
+        """Server shutdown: a session between commands (or in IDLE) is told ``* BYE`` and
+        closed now; one running a command finishes it first, unless ``force`` (the grace
+        period is over: the upstream is cut too, so nothing waits on it)."""
         self._closing = True
+        self._bye = self._bye or reason
+        if self.busy and not force:
+            return
+        self._say_bye()
         self.writer.close()
+        if force and self.upstream is not None:
+            self.upstream.close()
+
+    def _say_bye(self) -> None:
+        if self._bye is not None:
+            self._try_write(status_line(None, "BYE", self._bye))
+            self._bye = None
 
     async def _finish(self) -> None:
+        self._say_bye()
         if self._prefetch is not None:
             self._prefetch.cancel()
         if self.upstream is not None:
@@ -162,8 +182,9 @@ class Session:
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
         except (TimeoutError, ConnectionError, ssl.SSLError):
             pass
-        log.info("session end peer=%s user=%s seconds=%.1f", _peer_text(self.peer),
-                 self.user or "-", time.monotonic() - self.started)
+        log.info("session end peer=%s user=%s in=%d out=%d seconds=%.1f",
+                 _peer_text(self.peer), self.user or "-", self.bytes_in, self.bytes_out,
+                 time.monotonic() - self.started)
 
     async def next_event(self, timeout: float | None = None) -> FramerEvent | None:
         """The next framer event, reading more bytes as needed; None at end of input."""
@@ -194,7 +215,9 @@ class Session:
             if lost is not None:
                 lost.cancel()
         if read in done:
-            return read.result()
+            data: bytes = read.result()
+            self.bytes_in += len(data)
+            return data
         read.cancel()
         if lost is not None and lost in done:
             if self.upstream is not None:
@@ -240,8 +263,12 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
-        await self._settle_prefetch()
-        await handler(command)
+        self.busy = command.name != "IDLE"
+        try:
+            await self._settle_prefetch()
+            await handler(command)
+        finally:
+            self.busy = False
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -354,6 +381,8 @@ class Session:
     async def authenticate(self, tag: str, user: bytes, password: bytes,
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
+        ip = client_ip(self.peer)
+        await self.guard.check_login(ip, user, password, authzid)
         upstream = await UpstreamConnection.open(self.config.upstream,
                                                  self.config.limits.max_literal_size,
                                                  self.limiter)
@@ -366,10 +395,16 @@ class Session:
             upstream.close()
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
+            await self.guard.login_failed(ip, user, password, authzid)
             code = status.code or "AUTHENTICATIONFAILED"
             self.write(status_line(tag, "NO", status.text.decode("utf-8", "replace")
                                    or "Authentication failed.", code))
             return
+        try:
+            self.guard.login_ok(ip, shown)
+        except ImapError:
+            await upstream.logout()
+            raise
         self.upstream = upstream
         self.user = shown
         self.state = State.AUTHENTICATED
@@ -581,6 +616,7 @@ class Session:
     # --- output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         self.writer.write(data)
 
     def _try_write(self, data: bytes) -> None:
