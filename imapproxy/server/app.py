@@ -113,7 +113,11 @@ async def serve(config: Config) -> None:
     app = ProxyApp(config)
     await app.start()
     if config.server.user:
-        drop_privileges(config.server.user, config.server.group, [config.cache_dir])
+        try:
+            drop_privileges(config.server.user, config.server.group, [config.cache_dir])
+        except OSError:
+            await app.stop()
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

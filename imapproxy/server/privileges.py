@@ -3,6 +3,7 @@ a cache or key directory that anyone may write to (mail and keys could be swappe
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import os
@@ -17,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class UnsafePermissions(PermissionError):
-    """A directory the proxy trusts is writable by everyone."""
+    """A directory the proxy trusts is writable by everyone. ``filename`` is the path, so
+    the command line shows ``error: PATH: reason``."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(errno.EPERM, reason, str(path))
 
 
 def check_directory(path: Path, what: str) -> None:
@@ -27,8 +32,8 @@ def check_directory(path: Path, what: str) -> None:
     except FileNotFoundError:
         return  # created later, with safe permissions
     if mode & stat.S_IWOTH:
-        raise UnsafePermissions(f"{what} {path} is writable by everyone (mode "
-                                f"{stat.S_IMODE(mode):o}); run: chmod o-w {path}")
+        raise UnsafePermissions(path, f"the {what} is writable by everyone (mode "
+                                      f"{stat.S_IMODE(mode):o}); run: chmod o-w {path}")
     if mode & stat.S_IRGRP:
         log.warning("%s %s is readable by its group (mode %o)", what, path, stat.S_IMODE(mode))
 
@@ -49,12 +54,20 @@ def check_startup_permissions(config: Config) -> None:
 def drop_privileges(user: str, group: str | None, own: Iterable[Path] = ()) -> None:
     """Become ``user`` (and ``group``, default: the user's primary group) for good. Only
     root may do that; the directories in ``own`` are handed over first, so the proxy can
-    still write its cache. Raises KeyError for an unknown user or group."""
-    entry = pwd.getpwnam(user)
-    gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    still write its cache. Raises PermissionError naming the setting."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise PermissionError(errno.EINVAL, f"no such user {user!r}", "server.user") from None
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    except KeyError:
+        raise PermissionError(errno.EINVAL, f"no such group {group!r}",
+                              "server.group") from None
     if os.getuid() != 0:
         if os.getuid() != entry.pw_uid:
-            raise PermissionError(f"only root can switch to user {user}")
+            raise PermissionError(errno.EPERM, f"only root can switch to user {user!r}",
+                                  "server.user")
         return
     for path in own:
         _chown_tree(path, entry.pw_uid, gid)
@@ -62,7 +75,7 @@ def drop_privileges(user: str, group: str | None, own: Iterable[Path] = ()) -> N
     os.setgid(gid)
     os.setuid(entry.pw_uid)
     if os.getuid() != entry.pw_uid or os.geteuid() != entry.pw_uid:
-        raise PermissionError(f"could not switch to user {user}")
+        raise PermissionError(errno.EPERM, f"could not switch to user {user!r}", "server.user")
     log.info("running as user %s (uid %d, gid %d)", user, entry.pw_uid, gid)
 
 
