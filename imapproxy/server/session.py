@@ -36,7 +36,7 @@ from ..protocol.response import (
     is_final,
     serialize_response,
 )
-from ..protocol.tokens import Atom, ParenList, is_nil, string_value
+from ..protocol.tokens import Atom, ParenList, Token, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
 from .answers import error_answer, status_line
@@ -48,6 +48,7 @@ from .capabilities import (
 from .fetch import ContentFetch
 from .guard import Guard, client_ip
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
+from .reconnect import Credentials, run_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class Session:
         self.bytes_in = self.bytes_out = 0
         self.busy = False  # running a command other than IDLE (shutdown lets it finish)
         self._bye: str | None = None  # the reason to give at shutdown, once
+        self.credentials: Credentials | None = None  # to log in again after a drop
+        self.enabled: tuple[Token, ...] = ()  # what ENABLE switched on upstream
         self.state = State.NOT_AUTHENTICATED
         self.upstream: UpstreamConnection | None = None
         self.user = ""
@@ -266,7 +269,7 @@ class Session:
         self.busy = command.name != "IDLE"
         try:
             await self._settle_prefetch()
-            await handler(command)
+            await run_with_retry(self, command, handler)
         finally:
             self.busy = False
 
@@ -406,6 +409,7 @@ class Session:
             await upstream.logout()
             raise
         self.upstream = upstream
+        self.credentials = Credentials(user, password, authzid)
         self.user = shown
         self.state = State.AUTHENTICATED
         if self.cache is not None:
@@ -428,7 +432,9 @@ class Session:
             self.write(b"* ENABLED\r\n")
             self.write(status_line(command.tag, "OK", "Enabled."))
             return
-        await self.forward(replace(command, args=wanted))
+        final = await self.forward(replace(command, args=wanted))
+        if final is not None and final.status == "OK":
+            self.enabled += wanted
 
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
