@@ -1,6 +1,9 @@
 """Letting a new connection in: the PROXY protocol header on listeners behind a load
 balancer (accepted only from trusted networks), then the connection limits, counted against
-the real client address."""
+the real client address.
+
+On an implicit-TLS listener with the PROXY protocol the header comes before the TLS
+handshake: server/proxied_tls.py reads it (``deferred_tls``)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,12 @@ from .proxy_protocol import ProxyProtocolError, read_header
 log = logging.getLogger(__name__)
 
 PROXY_HEADER_TIMEOUT = 10.0  # seconds a load balancer has to send its header
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+def deferred_tls(listener: ListenerConfig) -> bool:
+    """Whether this listener's implicit TLS starts after the PROXY header, not on accept."""
+    return listener.proxy_protocol and listener.tls == "implicit"
 
 
 def is_trusted(peer: object, listener: ListenerConfig) -> bool:
@@ -47,10 +56,12 @@ async def real_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 async def admit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                listener: ListenerConfig, guard: Guard) -> object | None:
+                listener: ListenerConfig, guard: Guard, peer: object = None) -> object | None:
     """The real peer, with a connection slot taken (give it back with guard.limits.close);
-    None when the connection was refused (and closed)."""
-    peer = await real_peer(reader, writer, listener)
+    None when the connection was refused (and closed). ``peer``: already known (the header
+    was read by server/proxied_tls.py)."""
+    if peer is None:
+        peer = await real_peer(reader, writer, listener)
     if peer is not None:
         refusal = guard.limits.open(client_ip(peer))
         if refusal is None:

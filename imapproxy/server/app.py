@@ -12,9 +12,10 @@ import ssl
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
 from ..upstream.limits import UpstreamLimiter
-from .admission import admit
+from .admission import admit, deferred_tls
 from .guard import Guard, client_ip
 from .privileges import check_startup_permissions, drop_privileges
+from .proxied_tls import ProxiedTlsServer
 from .session import Session
 from .shutdown import drain_sessions
 from .tls import TlsReloader
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class ProxyApp:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[asyncio.Server | ProxiedTlsServer] = []
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
@@ -54,12 +55,7 @@ class ProxyApp:
         for listener in self.config.listeners:
             tls = self.tls.context_for(listener)
             try:
-                server = await asyncio.start_server(
-                    functools.partial(self._accept, listener=listener, tls=tls),
-                    listener.host, listener.port,
-                    ssl=tls if listener.tls == "implicit" else None,
-                    reuse_address=True,
-                )
+                server = await self._listen(listener, tls)
             except OSError as exc:
                 await self.stop()
                 raise OSError(exc.errno, f"listener {listener.bind}: {exc.strerror or exc}") \
@@ -67,9 +63,22 @@ class ProxyApp:
             self.servers.append(server)
             log.info("listening on %s (tls=%s)", listener.bind, listener.tls)
 
+    async def _listen(self, listener: ListenerConfig,
+                      tls: ssl.SSLContext | None) -> asyncio.Server | ProxiedTlsServer:
+        if tls is not None and deferred_tls(listener):
+            proxied = ProxiedTlsServer(listener, tls, functools.partial(
+                self._accept, listener=listener, tls=tls))
+            await proxied.start()
+            return proxied
+        return await asyncio.start_server(
+            functools.partial(self._accept, listener=listener, tls=tls),
+            listener.host, listener.port,
+            ssl=tls if listener.tls == "implicit" else None, reuse_address=True)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        peer = await admit(reader, writer, listener, self.guard)
+                      known_peer: object = None, *, listener: ListenerConfig,
+                      tls: ssl.SSLContext | None) -> None:
+        peer = await admit(reader, writer, listener, self.guard, known_peer)
         if peer is None:
             return
         session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,

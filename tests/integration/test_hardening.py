@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -286,3 +287,19 @@ def test_bad_proxy_header_is_closed(hardened: Factory, raw_factory: RawFactory,
         assert closed_without_a_byte(sock)
     # and the listener goes on
     assert behind(proxy, proxy_v2("203.0.113.1", 1)).greeting.startswith(b"* OK")
+
+
+def test_proxy_header_before_implicit_tls(hardened: Factory, account: Any,
+                                          tmp_path: Any) -> None:
+    """The header comes first, then the TLS handshake, then IMAP."""
+    from .test_tls_hardening import make_ca
+
+    cert, key = make_ca(tmp_path, "server")
+    proxy = hardened(listener={**PROXY_LISTENER, "tls": "implicit", "cert_file": cert,
+                               "key_file": key})
+    with RawClient(proxy.host, proxy.port, read_greeting=False) as client:
+        client.send(b"PROXY TCP4 203.0.113.9 127.0.0.1 40001 993\r\n")
+        client.starttls(ssl.create_default_context(cafile=str(cert)), "localhost")
+        client.greeting = client.read_response()
+        assert b"AUTH=PLAIN" in client.greeting  # remote, but over TLS
+        client.login(account.user, account.password)
