@@ -76,6 +76,8 @@ class LimitsConfig:
     max_connections_per_ip: int = 100
     max_connections_per_user: int = 20
     max_unauthenticated_per_ip: int = 10
+    # Loopback clients all share one address: not limited or penalised per address.
+    exempt_loopback: bool = True
 
 
 @dataclass(frozen=True)

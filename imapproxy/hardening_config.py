@@ -45,7 +45,7 @@ AUTH_PENALTY_KEYS = ("initial_delay", "max_delay", "forget_after", "failure_cach
 SERVER_KEYS = ("user", "group", "shutdown_grace")
 LISTENER_KEYS = ("proxy_protocol", "trusted_proxies", "client_ca_file", "require_client_cert")
 LIMITS_KEYS = ("max_connections", "max_connections_per_ip", "max_connections_per_user",
-               "max_unauthenticated_per_ip")
+               "max_unauthenticated_per_ip", "exempt_loopback")
 
 
 def _number(table: _Table, key: str, default: float) -> float:
@@ -74,15 +74,18 @@ def load_server(table: _Table | None) -> ServerConfig:
                         shutdown_grace=defaults.shutdown_grace if grace is None else grace)
 
 
-def load_limits(table: _Table | None) -> dict[str, int]:
+def load_limits(table: _Table | None) -> dict[str, Any]:
     """The connection limits of [limits], as LimitsConfig fields (0 = no limit)."""
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     if table is None:
         return out
-    for key in LIMITS_KEYS:
+    for key in LIMITS_KEYS[:-1]:
         value = table.non_negative(key, int)
         if value is not None:
             out[key] = int(value)
+    exempt = table.boolean("exempt_loopback")
+    if exempt is not None:
+        out["exempt_loopback"] = exempt
     return out
 
 

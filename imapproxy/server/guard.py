@@ -11,7 +11,7 @@ import logging
 
 from ..config import Config
 from ..errors import CommandFailed
-from .limits import ConnectionLimits
+from .limits import ConnectionLimits, is_loopback_ip
 from .penalty import AuthPenalty
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ class Guard:
     def __init__(self, config: Config) -> None:
         self.limits = ConnectionLimits(config.limits)
         self.penalty = AuthPenalty(config.auth_penalty)
+        self.exempt_loopback = config.limits.exempt_loopback
+
+    def _counted(self, ip: str) -> str | None:
+        """The address the penalty counts, None for an exempt loopback client."""
+        return None if self.exempt_loopback and is_loopback_ip(ip) else ip
 
     async def check_login(self, ip: str, user: bytes, password: bytes, authzid: bytes) -> None:
         """Refuse (NO [AUTHENTICATIONFAILED], after the penalty delay) a password this user
@@ -49,10 +54,10 @@ class Guard:
 
     async def login_failed(self, ip: str, user: bytes, password: bytes, authzid: bytes) -> None:
         """Wait the penalty, then count the failure (the wait grows with each one)."""
-        delay = self.penalty.delay(ip, _shown(user))
+        delay = self.penalty.delay(self._counted(ip), _shown(user))
         if delay > 0:
             await asyncio.sleep(delay)
-        self.penalty.failed(ip, user, password, authzid)
+        self.penalty.failed(self._counted(ip), user, password, authzid)
 
     def login_ok(self, ip: str, user: str) -> None:
         """Count the session against ``user``; raises NO [LIMIT] when that is one too many."""
@@ -60,7 +65,7 @@ class Guard:
             log.info("login refused user=%s ip=%s reason=too many connections of the user",
                      user, ip)
             raise CommandFailed("Too many connections for this user.", "LIMIT")
-        self.penalty.succeeded(ip, user)
+        self.penalty.succeeded(self._counted(ip), user)
         self.limits.logged_in(ip, user)
 
 

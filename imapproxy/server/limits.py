@@ -4,9 +4,17 @@ slot when they start and give it back when they end, so the counts never drift."
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 
 from ..config import LimitsConfig
+
+
+def is_loopback_ip(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _over(count: int, limit: int) -> bool:
@@ -26,10 +34,11 @@ class ConnectionLimits:
         (nothing counted then)."""
         if _over(self.total, self.limits.max_connections):
             return "Too many connections"
-        if _over(self.per_ip[ip], self.limits.max_connections_per_ip):
-            return "Too many connections from your address"
-        if _over(self.unauthenticated[ip], self.limits.max_unauthenticated_per_ip):
-            return "Too many unauthenticated connections from your address"
+        if not (self.limits.exempt_loopback and is_loopback_ip(ip)):
+            if _over(self.per_ip[ip], self.limits.max_connections_per_ip):
+                return "Too many connections from your address"
+            if _over(self.unauthenticated[ip], self.limits.max_unauthenticated_per_ip):
+                return "Too many unauthenticated connections from your address"
         self.total += 1
         self.per_ip[ip] += 1
         self.unauthenticated[ip] += 1

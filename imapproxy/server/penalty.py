@@ -43,10 +43,13 @@ class AuthPenalty:
             return 0
         return entry.count
 
-    def delay(self, ip: str, user: str) -> float:
-        """Seconds to wait before answering the next failure of this address or user."""
+    def delay(self, ip: str | None, user: str) -> float:
+        """Seconds to wait before answering the next failure of this address or user
+        (``ip`` None: not counted per address)."""
         now = self.clock()
-        previous = max(self._count("ip:" + ip, now), self._count("user:" + user, now))
+        previous = self._count("user:" + user, now)
+        if ip is not None:
+            previous = max(previous, self._count("ip:" + ip, now))
         if previous == 0:
             return 0.0
         return float(min(self.config.max_delay, self.config.initial_delay * 2 ** (previous - 1)))
@@ -62,10 +65,12 @@ class AuthPenalty:
             return False
         return True
 
-    def failed(self, ip: str, user: bytes, password: bytes, authzid: bytes = b"") -> None:
+    def failed(self, ip: str | None, user: bytes, password: bytes,
+               authzid: bytes = b"") -> None:
         now = self.clock()
         shown = user.decode("utf-8", "replace")
-        for key in ("ip:" + ip, "user:" + shown):
+        keys = ["user:" + shown] if ip is None else ["ip:" + ip, "user:" + shown]
+        for key in keys:
             count = self._count(key, now)
             self._failures[key] = _Failures(count + 1, now)
         if self.config.failure_cache_ttl > 0:
@@ -73,8 +78,9 @@ class AuthPenalty:
                 now + self.config.failure_cache_ttl
         self._prune(now)
 
-    def succeeded(self, ip: str, user: str) -> None:
-        self._failures.pop("ip:" + ip, None)
+    def succeeded(self, ip: str | None, user: str) -> None:
+        if ip is not None:
+            self._failures.pop("ip:" + ip, None)
         self._failures.pop("user:" + user, None)
 
     def _prune(self, now: float) -> None:

@@ -31,12 +31,14 @@ FAST_PENALTY = AuthPenaltyConfig(initial_delay=0.3, max_delay=0.6, failure_cache
 @pytest.fixture
 def hardened(dovecot: Any) -> Iterator[Factory]:
     """``hardened(listener=..., auth_penalty=..., upstream_port=..., **limits)``: a proxy
-    with hardening settings; stopped at the end."""
+    with hardening settings, loopback clients counted like any other unless
+    ``exempt_loopback=True``; stopped at the end."""
     started: list[RunningProxy] = []
 
     def start(*, listener: dict[str, Any] | None = None,
               auth_penalty: AuthPenaltyConfig = FAST_PENALTY,
               upstream_port: int | None = None, **limits: Any) -> RunningProxy:
+        limits.setdefault("exempt_loopback", False)
         config: Config = make_config(dovecot.host, upstream_port or dovecot.port, **limits)
         config = dataclasses.replace(
             config, auth_penalty=auth_penalty,
@@ -92,6 +94,20 @@ def test_unauthenticated_connections_per_address(hardened: Factory, raw_factory:
                      b"Too many unauthenticated connections")
     first.login(account.user, account.password)  # no longer unauthenticated: a slot frees
     raw_factory(proxy.host, proxy.port).ok("NOOP")
+
+
+def test_loopback_clients_are_not_limited_per_address_by_default(
+        hardened: Factory, raw_factory: RawFactory, account: Any) -> None:
+    proxy = hardened(max_connections_per_ip=1, max_unauthenticated_per_ip=1,
+                     exempt_loopback=True, auth_penalty=AuthPenaltyConfig(initial_delay=2))
+    clients = [raw_factory(proxy.host, proxy.port) for _ in range(3)]
+    for client in clients:
+        client.ok("NOOP")
+    timed_login(clients[0], account.user, "wrong-1")
+    # Another user from the same (loopback) address: only the upstream's own delay (~0.5 s),
+    # not the 2 s penalty an address with one failure would cost.
+    _, seconds = timed_login(clients[1], "someone-else", "wrong-2")
+    assert seconds < 1.5
 
 
 def test_connection_limit_per_user(hardened: Factory, raw_factory: RawFactory,

@@ -34,6 +34,15 @@ def test_delay_counts_per_ip_and_per_user() -> None:
     assert penalty.delay("198.51.100.1", "alice") == 0
 
 
+def test_address_not_counted_when_none() -> None:
+    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2), Clock())
+    penalty.failed(None, b"bob", b"x")
+    assert penalty.delay(None, "alice") == 0
+    assert penalty.delay(None, "bob") == 2  # the user still is
+    penalty.succeeded(None, "bob")
+    assert penalty.delay(None, "bob") == 0
+
+
 def test_failures_are_forgotten_and_success_resets() -> None:
     clock = Clock()
     penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2, forget_after=60), clock)
@@ -90,6 +99,16 @@ def test_unauthenticated_cap_per_ip() -> None:
     assert limits.open("a") == "Too many unauthenticated connections from your address"
     limits.logged_in("a", "bob")
     assert limits.open("a") is None  # the first one logged in: its slot is free again
+
+
+def test_loopback_exempt_from_per_address_limits() -> None:
+    limits = ConnectionLimits(LimitsConfig(max_connections=3, max_connections_per_ip=1,
+                                           max_unauthenticated_per_ip=1))
+    assert [limits.open("127.0.0.1") for _ in range(4)] == [None, None, None,
+                                                            "Too many connections"]
+    strict = ConnectionLimits(LimitsConfig(max_connections_per_ip=1, exempt_loopback=False))
+    assert strict.open("127.0.0.1") is None
+    assert strict.open("127.0.0.1") is not None
 
 
 def test_zero_means_no_limit() -> None:
