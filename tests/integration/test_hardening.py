@@ -8,6 +8,8 @@ import base64
 import dataclasses
 import ipaddress
 import logging
+import os
+import shutil
 import socket
 import ssl
 import struct
@@ -319,3 +321,15 @@ def test_proxy_header_before_implicit_tls(hardened: Factory, account: Any,
         client.greeting = client.read_response()
         assert b"AUTH=PLAIN" in client.greeting  # remote, but over TLS
         client.login(account.user, account.password)
+
+
+def test_world_writable_cache_directory_is_refused_at_start(dovecot: Any,
+                                                           tmp_path: Any) -> None:
+    config = make_config(dovecot.host, dovecot.port)
+    os.chmod(config.cache_dir, 0o777)
+    try:
+        with pytest.raises(PermissionError, match="writable by everyone"):
+            RunningProxy(config)
+    finally:
+        os.chmod(config.cache_dir, 0o700)
+        shutil.rmtree(config.cache_dir, ignore_errors=True)

@@ -115,14 +115,20 @@ def test_sigterm_finishes_running_commands_then_says_bye(
     proxy = ProxyProcess(tmp_path, relay.port, extra="[server]\nshutdown_grace = 8")
     processes.append(proxy)
     idle = login(proxy, account)
+    idling = login(proxy, account)
+    idling.ok("SELECT INBOX")
+    idling.send(b"i1 IDLE\r\n")
+    assert idling.read_response().startswith(b"+")
     busy = login(proxy, account)
     relay.stalled_up.set()  # the busy session's command waits upstream
     busy.send(b"b1 SELECT INBOX\r\n")
     time.sleep(0.2)
     proxy.send_signal(signal.SIGTERM)
-    # The session between commands is told at once and closed.
+    # Sessions between commands, and in IDLE, are told at once and closed.
     assert idle.read_line().startswith(b"* BYE Server shutting down")
     assert idle.is_closed()
+    assert idling.read_line().startswith(b"* BYE Server shutting down")
+    assert idling.is_closed()
     # No new connections.
     time.sleep(0.2)
     with pytest.raises(OSError):
