@@ -11,7 +11,10 @@ import ssl
 
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
+from ..observability.admin import AdminServer
+from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
 from .admission import admit, deferred_tls
 from .guard import Guard, client_ip
 from .privileges import check_startup_permissions, drop_privileges
@@ -32,6 +35,13 @@ class ProxyApp:
         self.limiter = UpstreamLimiter.from_config(config.upstream)
         self.guard = Guard(config)
         self.tls = TlsReloader()
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
+        self.metrics = Metrics()
+        self.metrics.watch_cache(lambda: self.cache)
+        self.pool.on_event = self.metrics.upstream_event
+        self.metrics_bound: tuple[str, int] | None = None
+        self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -52,6 +62,7 @@ class ProxyApp:
         except OSError as exc:
             raise OSError(exc.errno, f"cache.dir {self.config.cache_dir}: "
                                      f"{exc.strerror or exc}") from exc
+        await self._start_operator_endpoints()
         for listener in self.config.listeners:
             tls = self.tls.context_for(listener)
             try:
@@ -75,6 +86,22 @@ class ProxyApp:
             listener.host, listener.port,
             ssl=tls if listener.tls == "implicit" else None, reuse_address=True)
 
+    async def _start_operator_endpoints(self) -> None:
+        """The metrics endpoint (when configured) and the admin socket (see observability/)."""
+        bind = self.config.observability.metrics_bind
+        if bind is not None:
+            try:
+                self.metrics_bound = self.metrics.serve(*bind)
+            except OSError as exc:
+                raise OSError(exc.errno, f"metrics.bind {bind[0]}:{bind[1]}: "
+                                         f"{exc.strerror or exc}") from exc
+            log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
+        path = self.config.admin_socket
+        if path is not None:
+            admin = AdminServer(path, lambda: list(self.sessions))
+            if await admin.start():
+                self.admin = admin
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       known_peer: object = None, *, listener: ListenerConfig,
                       tls: ssl.SSLContext | None) -> None:
@@ -82,7 +109,7 @@ class ProxyApp:
         if peer is None:
             return
         session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
-                          self.guard, peer)
+                          self.metrics, self.pool, guard=self.guard, peer=peer)
         self.sessions.add(session)
         try:
             await session.run()
@@ -112,6 +139,11 @@ class ProxyApp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
         self.servers.clear()
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        self.metrics.close()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None

@@ -75,28 +75,27 @@ async def reconnect(session: Session, *, by_sequence: bool) -> None:
     """Replace the session's lost upstream with a fresh one in the same state."""
     credentials = session.credentials
     assert credentials is not None
-    config = session.config
+    old = session.upstream
+    if old is not None:  # gives its pool slot back; stays the session's (lost) until replaced
+        await session.pool.release(old, reusable=False, selected=False)
     try:
-        upstream = await UpstreamConnection.open(config.upstream,
-                                                 config.limits.max_literal_size,
-                                                 session.limiter)
+        upstream, _ = await session.pool.login(credentials.user, credentials.password,
+                                               credentials.authzid)
     except ImapError as exc:
         raise UpstreamLost("Upstream server connection lost") from exc
+    if upstream is None:
+        raise UpstreamLost("Upstream server refused to log in again")
     try:
-        status = await upstream.login(credentials.user, credentials.password,
-                                      credentials.authzid)
-        if status.status != "OK":
-            raise UpstreamLost("Upstream server refused to log in again")
         if session.enabled:
             await _expect_ok(upstream, Command("", "ENABLE", session.enabled))
         if session.mailbox is not None:
             await _reselect(upstream, session.mailbox, by_sequence=by_sequence)
     except ImapError:
-        upstream.close()
+        await session.pool.release(upstream, reusable=False, selected=False)
         raise
-    old, session.upstream = session.upstream, upstream
-    if old is not None:
-        old.close()
+    session.upstream = upstream
+    if session.metrics is not None:
+        upstream.on_round_trip = session.metrics.round_trip
     log.info("upstream reconnected user=%s", session.user)
 
 

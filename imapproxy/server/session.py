@@ -24,7 +24,15 @@ from typing import Any
 from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
-from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..errors import (
+    BadCommand,
+    CommandFailed,
+    ImapError,
+    SessionEnded,
+    UpstreamLost,
+    UpstreamUnavailable,
+)
+from ..observability.metrics import Metrics
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
@@ -39,6 +47,7 @@ from ..protocol.response import (
 from ..protocol.tokens import Atom, ParenList, Token, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
+from ..upstream.pool import UpstreamPool, leaves_state_behind
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -47,6 +56,7 @@ from .capabilities import (
 )
 from .fetch import ContentFetch
 from .guard import Guard, client_ip
+from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 from .reconnect import Credentials, run_with_retry
 
@@ -100,7 +110,8 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED, guard: Guard | None = None,
+                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None,
+                 pool: UpstreamPool | None = None, *, guard: Guard | None = None,
                  peer: object = None) -> None:
         self.reader = reader
         self.writer = writer
@@ -123,11 +134,17 @@ class Session:
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
         self.limiter = limiter
+        self.pool = pool or UpstreamPool.unshared(config.upstream,
+                                                  config.limits.max_literal_size, limiter)
+        self.reusable = True  # may the upstream connection serve another session afterwards
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
+        self.started_at = time.time()
+        self.metrics = metrics
+        self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
 
     def _new_framer(self) -> Framer:
@@ -139,6 +156,8 @@ class Session:
 
     async def run(self) -> None:
         log.info("session start peer=%s", _peer_text(self.peer))
+        if self.metrics is not None:
+            self.metrics.session_started()
         try:
             self.write(status_line(None, "OK", "imapproxy ready.",
                                    "CAPABILITY " + " ".join(self.capabilities())))
@@ -176,10 +195,14 @@ class Session:
     async def _finish(self) -> None:
         self._say_bye()
         if self._prefetch is not None:
+            self.reusable &= self._prefetch.done()  # else a command was cut off mid-way
             self._prefetch.cancel()
+        if self.metrics is not None:
+            self.metrics.session_ended()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=self.reusable,
+                                    selected=self.state is State.SELECTED)
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
@@ -208,7 +231,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None:
+        if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:
@@ -226,6 +249,9 @@ class Session:
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)
+            if self._serves_degraded():
+                log.warning("upstream lost user=%s: serving cached reads only", self.user)
+                return await self._read(timeout)
             raise UpstreamLost("Upstream server connection lost")
         raise SessionEnded("Disconnected for inactivity.")
 
@@ -244,6 +270,8 @@ class Session:
             except ProtocolError as exc:
                 self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
                 return
+            if self.metrics is not None:
+                self._answering = (command.tag.encode() + b" ", command.full_name)
             try:
                 await self.dispatch(command)
             except SessionEnded:
@@ -266,12 +294,24 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
+        if leaves_state_behind(command):
+            self.reusable = False
         self.busy = command.name != "IDLE"
         try:
             await self._settle_prefetch()
             await run_with_retry(self, command, handler)
+        except UpstreamLost as exc:
+            if not self._serves_degraded():
+                raise
+            raise UpstreamUnavailable("Upstream server unavailable; only cached messages "
+                                      "can be read") from exc
         finally:
             self.busy = False
+
+    def _serves_degraded(self) -> bool:
+        """Once the upstream is gone, a session with a cached mailbox selected stays, serving
+        cached content (``[upstream] degraded_reads``); other commands get NO [UNAVAILABLE]."""
+        return self.config.upstream.pool.degraded_reads and self.mailbox_cache is not None
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -304,7 +344,7 @@ class Session:
 
     async def cmd_noop(self, command: Command) -> None:
         _no_args(command)
-        if self.upstream is None:
+        if self.upstream is None or (self.upstream.lost and self._serves_degraded()):
             self.write(status_line(command.tag, "OK", "NOOP completed."))
         else:
             await self.forward(command)
@@ -386,16 +426,10 @@ class Session:
         shown = user.decode("utf-8", "replace")
         ip = client_ip(self.peer)
         await self.guard.check_login(ip, user, password, authzid)
-        upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size,
-                                                 self.limiter)
-        try:
-            status = await upstream.login(user, password, authzid)
-        except ImapError:
-            upstream.close()
-            raise
-        if status.status != "OK":
-            upstream.close()
+        upstream, status = await self.pool.login(user, password, authzid)
+        if self.metrics is not None:
+            self.metrics.login(upstream is not None)
+        if upstream is None:
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
             await self.guard.login_failed(ip, user, password, authzid)
@@ -406,10 +440,12 @@ class Session:
         try:
             self.guard.login_ok(ip, shown)
         except ImapError:
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=True, selected=False)
             raise
         self.upstream = upstream
         self.credentials = Credentials(user, password, authzid)
+        if self.metrics is not None:  # (connection events are counted by the pool)
+            upstream.on_round_trip = self.metrics.round_trip
         self.user = shown
         self.state = State.AUTHENTICATED
         if self.cache is not None:
@@ -439,6 +475,9 @@ class Session:
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
+        if self.pool.settings.shared_idle and self.mailbox is not None:
+            await shared_idle(self, command, self.pool.idle, self.pool.owner_of(upstream))
+            return
         responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None
@@ -623,7 +662,29 @@ class Session:
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
+        if self._answering is not None and data.startswith(self._answering[0]):
+            self._count_answer(data)
         self.writer.write(data)
+
+    def _count_answer(self, line: bytes) -> None:
+        """The tagged answer of the command being run: counted by name and status."""
+        assert self._answering is not None and self.metrics is not None
+        prefix, name = self._answering
+        self._answering = None
+        status = line[len(prefix):len(prefix) + 3].rstrip().decode("ascii", "replace").upper()
+        self.metrics.command(name, status if status in ("OK", "NO", "BAD") else "other")
+
+    def describe(self) -> dict[str, Any]:
+        """What ``imapproxy who`` shows of this session."""
+        return {
+            "user": self.user or None,
+            "peer": _peer_text(self.peer),
+            "state": self.state.value,
+            "mailbox": self.mailbox.name.decode("utf-8", "replace")
+            if self.mailbox is not None else None,
+            "client": self.client_id.get("name"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+        }
 
     def _try_write(self, data: bytes) -> None:
         try:
