@@ -99,6 +99,7 @@ class LimitsConfig:
     max_unauthenticated_per_ip: int = 10
     # Loopback clients all share one address: not limited or penalised per address.
     exempt_loopback: bool = True
+    max_nesting_depth: int = 64  # parenthesised lists in a command; deeper gets BAD
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ AUTH_PENALTY_KEYS = ("initial_delay", "max_delay", "forget_after", "failure_cach
 SERVER_KEYS = ("user", "group", "shutdown_grace")
 LISTENER_KEYS = ("proxy_protocol", "trusted_proxies", "client_ca_file", "require_client_cert")
 LIMITS_KEYS = ("max_connections", "max_connections_per_ip", "max_connections_per_user",
-               "max_unauthenticated_per_ip", "exempt_loopback")
+               "max_unauthenticated_per_ip", "max_nesting_depth", "exempt_loopback")
 
 
 def _number(table: _Table, key: str, default: float) -> float:
@@ -79,10 +79,13 @@ def load_limits(table: _Table | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if table is None:
         return out
-    for key in LIMITS_KEYS[:-1]:
+    for key in LIMITS_KEYS[:-2]:
         value = table.non_negative(key, int)
         if value is not None:
             out[key] = int(value)
+    depth = table.positive_int("max_nesting_depth")
+    if depth is not None:
+        out["max_nesting_depth"] = depth
     exempt = table.boolean("exempt_loopback")
     if exempt is not None:
         out["exempt_loopback"] = exempt

@@ -266,7 +266,8 @@ class Session:
                 self.write(status_line(event.tag, "BAD", text))
         elif event.data.strip():
             try:
-                command = parse_command(event.data)
+                command = parse_command(event.data,
+                                        max_depth=self.config.limits.max_nesting_depth)
             except ProtocolError as exc:
                 self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
                 return

@@ -214,6 +214,17 @@ def test_too_deeply_nested_list_gets_bad(raw_proxy_login: RawClient) -> None:
     raw_proxy_login.ok("SELECT INBOX")
 
 
+def test_configured_nesting_depth(hardened: Factory, raw_factory: RawFactory,
+                                  account: Any) -> None:
+    proxy = hardened(max_nesting_depth=3)
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(account.user, account.password)
+    client.ok("SELECT INBOX")
+    _, tagged = client.command("SEARCH ((((ALL))))")
+    assert status_of(tagged) == b"BAD" and b"nested too deeply" in tagged, tagged
+    client.ok("SEARCH (((ALL)))")  # three levels are fine
+
+
 def test_pipelined_commands_are_all_answered_in_order(raw_proxy_login: RawClient) -> None:
     count = 2000
     raw_proxy_login.send(b"".join(b"p%d NOOP\r\n" % n for n in range(count)))
