@@ -6,9 +6,10 @@ selected again. Nothing else is ever retried: an APPEND, COPY, MOVE, EXPUNGE or 
 upstream may or may not have carried out ends the session with ``* BYE`` instead, so the
 client never sees OK for something that was not confirmed.
 
-The mailbox must be the one the client knows: same UIDVALIDITY, and for commands addressing
-messages by sequence number, the same message count (else numbers could point elsewhere).
-Otherwise the session ends with BYE and the client resynchronises on its own."""
+The mailbox must be the one the client knows: same UIDVALIDITY, and every message the
+client knows still at its sequence number (new ones at the end are announced with EXISTS).
+Otherwise the session ends with BYE and the client resynchronises on its own: the proxy
+cannot tell it what was expunged while no connection was there to hear it."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import ImapError, SessionEnded, UpstreamLost
 from ..protocol.command import Command
-from ..protocol.response import StatusResponse, is_final
+from ..protocol.response import DataResponse, StatusResponse, is_final
 from ..protocol.tokens import astring_token
 from ..upstream.connection import UpstreamConnection
-from .mailbox import SelectedMailbox
+from .mailbox import SelectedMailbox, all_uids_command, uids_from_search
 
 if TYPE_CHECKING:
     from .session import Session
@@ -60,8 +61,7 @@ async def run_with_retry(session: Session, command: Command,
             raise
     log.info("upstream lost during %s user=%s; reconnecting to run it again",
              command.full_name, session.user)
-    await reconnect(session, by_sequence=command.name == "FETCH" and not command.uid
-                    or command.name == "SEARCH" and not command.uid)
+    await reconnect(session)
     await handler(command)
 
 
@@ -71,7 +71,7 @@ def _retryable(session: Session, command: Command, *, answered: bool) -> bool:
     return command.name in REPEATABLE or not answered
 
 
-async def reconnect(session: Session, *, by_sequence: bool) -> None:
+async def reconnect(session: Session) -> None:
     """Replace the session's lost upstream with a fresh one in the same state."""
     credentials = session.credentials
     assert credentials is not None
@@ -89,7 +89,11 @@ async def reconnect(session: Session, *, by_sequence: bool) -> None:
         if session.enabled:
             await _expect_ok(upstream, Command("", "ENABLE", session.enabled))
         if session.mailbox is not None:
-            await _reselect(upstream, session.mailbox, by_sequence=by_sequence)
+            uids = await _reselect(upstream, session.mailbox)
+            if len(uids) > len(session.mailbox.uids):  # new mail meanwhile: tell the client
+                session.write(b"* %d EXISTS\r\n" % len(uids))
+                session.mailbox.exists = len(uids)
+                session.mailbox.uids = uids
     except ImapError:
         await session.pool.release(upstream, reusable=False, selected=False)
         raise
@@ -110,9 +114,10 @@ async def _expect_ok(upstream: UpstreamConnection, command: Command) -> StatusRe
     return final
 
 
-async def _reselect(upstream: UpstreamConnection, known: SelectedMailbox, *,
-                    by_sequence: bool) -> None:
-    """SELECT / EXAMINE the mailbox again; it must be the one the client knows."""
+async def _reselect(upstream: UpstreamConnection, known: SelectedMailbox) -> list[int]:
+    """SELECT / EXAMINE the mailbox again; it must be the one the client knows. Returns
+    the number of messages now, after checking that every message the client knows is still
+    at its place (only additions at the end are allowed: the caller announces them)."""
     fresh = SelectedMailbox(known.name, read_only=known.read_only)
     command = Command("", "EXAMINE" if known.read_only else "SELECT",
                       (astring_token(known.name),))
@@ -123,6 +128,18 @@ async def _reselect(upstream: UpstreamConnection, known: SelectedMailbox, *,
             raise SessionEnded("Mailbox no longer available after reconnecting")
     if fresh.uidvalidity != known.uidvalidity:
         raise SessionEnded("Mailbox UIDVALIDITY changed while reconnecting; please resync")
-    if by_sequence and fresh.exists != known.exists:
+    uids = await _all_uids(upstream)
+    # Sequence numbers must still mean what the client thinks. A message count alone would
+    # miss an expunge plus an append, so every UID must be known, and be where it was.
+    if not known.uids_complete or uids is None or uids[:len(known.uids)] != known.uids:
         raise SessionEnded("Mailbox changed while reconnecting; please resync")
+    return uids
 
+
+async def _all_uids(upstream: UpstreamConnection) -> list[int] | None:
+    uids: list[int] | None = None
+    async for item in upstream.execute(all_uids_command(upstream)):
+        response = item.response
+        if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
+            uids = uids_from_search(response)
+    return uids

@@ -144,6 +144,58 @@ def test_uidvalidity_change_while_reconnecting_ends_the_session(
     expect_bye_and_close(client, "s1")
 
 
+def _change_while_reconnecting(relay: OneShotRelay, client: RawClient, command: bytes,
+                               change: Callable[[], None]) -> None:
+    relay.hold_after_cut = True
+    relay.cut_on_upstream = b"FETCH"
+    client.send(command)
+    deadline = time.monotonic() + 5
+    while not relay.stalled.is_set():
+        assert time.monotonic() < deadline, "the relay never cut"
+        time.sleep(0.02)
+    change()
+    relay.stalled.clear()
+
+
+def _expunge_first_and_append(dovecot: Any, account: Any) -> Callable[[], None]:
+    """Same message count afterwards, but sequence number 1 means another message."""
+    def change() -> None:
+        direct = dovecot.connect(account.user, account.password)
+        direct.select("INBOX")
+        direct.store("1", "+FLAGS", "(\\Deleted)")
+        direct.expunge()
+        direct.append("INBOX", None, None, b"Subject: newcomer\r\n\r\nhi\r\n")
+        direct.logout()
+    return change
+
+
+def test_sequence_numbers_shifted_while_reconnecting_ends_the_session(
+        client: RawClient, relay: OneShotRelay, dovecot: Any, account: Any) -> None:
+    _change_while_reconnecting(relay, client, b"f1 FETCH 1 (FLAGS)\r\n",
+                               _expunge_first_and_append(dovecot, account))
+    expect_bye_and_close(client, "f1")
+
+
+def test_shifted_sequence_numbers_end_the_session_even_for_uid_commands(
+        client: RawClient, relay: OneShotRelay, dovecot: Any, account: Any) -> None:
+    """Going on would leave the client with sequence numbers that mean other messages."""
+    _change_while_reconnecting(relay, client, b"f1 UID FETCH 2 (FLAGS)\r\n",
+                               _expunge_first_and_append(dovecot, account))
+    expect_bye_and_close(client, "f1")
+
+
+def test_new_mail_while_reconnecting_is_announced(client: RawClient, relay: OneShotRelay,
+                                                  dovecot: Any, account: Any) -> None:
+    def append() -> None:
+        dovecot.append(account.user, account.password, "INBOX",
+                       b"Subject: newcomer\r\n\r\nhi\r\n")
+    _change_while_reconnecting(relay, client, b"f1 FETCH 1:* (UID)\r\n", append)
+    untagged, tagged = client.read_until_tagged("f1")
+    assert status_of(tagged) == b"OK", tagged
+    assert b"* 4 EXISTS\r\n" in untagged, untagged
+    assert any(r.startswith(b"* 4 FETCH (UID 4)") for r in untagged), untagged
+
+
 def test_append_cut_is_never_ok_and_never_retried(client: RawClient, relay: OneShotRelay,
                                                   account: Any) -> None:
     message = b"Subject: appended\r\n\r\nbody\r\n"
