@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from imapproxy.config import UpstreamPoolConfig
+
 from .conftest import RawClient, RunningProxy, status_of
 from .test_upstream_faults import Relay, expect_bye_and_close
 
@@ -217,3 +219,22 @@ def test_writes_are_not_retried(client: RawClient, relay: OneShotRelay, command:
     client.send(b"w1 " + command.encode() + b"\r\n")
     expect_bye_and_close(client, "w1")
     assert relay.connections == 1
+
+
+def test_degraded_session_reconnects_at_the_next_read(
+        proxy_factory: ProxyFactory, relay: OneShotRelay, raw_factory: RawFactory,
+        account: Any, dovecot: Any) -> None:
+    """With [upstream] degraded_reads a drop between commands does not end the session; the
+    next read that needs the upstream reconnects."""
+    dovecot.append(account.user, account.password, "INBOX", b"Subject: one\r\n\r\nx\r\n")
+    proxy = proxy_factory(upstream_host="127.0.0.1", upstream_port=relay.port, upstream={
+        "command_timeout": 5.0, "pool": UpstreamPoolConfig(degraded_reads=True)})
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(account.user, account.password)
+    client.ok("SELECT INBOX")
+    relay.cut()
+    time.sleep(0.3)
+    assert not client.is_closed(timeout=0.5)
+    untagged = client.ok("UID SEARCH ALL")
+    assert b"* SEARCH 1\r\n" in untagged, untagged
+    assert relay.connections == 2
