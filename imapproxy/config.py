@@ -19,6 +19,7 @@ from typing import Any, Literal
 import platformdirs
 
 from . import hardening_config as hardening
+from .filtering.names import CLIENT_FIXUPS, SERVER_QUIRKS
 from .hardening_config import AuthPenaltyConfig, Network, ServerConfig
 
 TlsMode = Literal["none", "starttls", "implicit"]
@@ -66,6 +67,7 @@ class UpstreamConfig:
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
+    quirks: tuple[str, ...] = ()  # server fixups (imapproxy/filtering/names.py)
     pool: UpstreamPoolConfig = field(default_factory=UpstreamPoolConfig)
 
 
@@ -81,6 +83,8 @@ class ListenerConfig:
     trusted_proxies: tuple[Network, ...] = ()  # who may send that header
     client_ca_file: Path | None = None  # CA of client certificates (asked for when set)
     require_client_cert: bool = False
+    filters: tuple[str, ...] = ()  # message filters, in order (docs/filters.md)
+    fixups: tuple[str, ...] = ()  # client fixups
 
     @property
     def bind(self) -> str:
@@ -107,6 +111,20 @@ class CacheConfig:
     """The message cache (imapproxy/cache/, docs/cache.md). Its directory is Config.cache_dir."""
 
     max_size: int = 1024**3  # bytes on disk; least recently used entries are evicted beyond
+    memory_only_size: int = 64 * 1024**2  # filter output that must stay off disk (filters.md)
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """``[[filter_rule]]``: for sessions whose user and client ID name match (shell-style
+    globs, case-insensitive; an absent key matches anything), ``filters`` / ``fixups``
+    replace the listener's. The first matching rule wins."""
+
+    user: str | None = None
+    client_name: str | None = None
+    listener: str | None = None  # a listener's bind, e.g. "0.0.0.0:1993"
+    filters: tuple[str, ...] | None = None
+    fixups: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,8 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     auth_penalty: AuthPenaltyConfig = field(default_factory=AuthPenaltyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    filter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filters.NAME]
+    filter_rules: tuple[FilterRule, ...] = ()
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
     @property
@@ -260,13 +280,14 @@ class Overrides:
 
 
 _TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
-             "metrics", "admin", "auth_penalty", "server")
+             "filter_rule", "metrics", "admin", "auth_penalty", "server")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands",
+                  "prefetch_count", "rate_limit", "max_concurrent_commands", "quirks",
                   *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
-_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth",
-                  *hardening.LISTENER_KEYS)
-_CACHE_KEYS = ("dir", "max_size")
+_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
+                  "fixups", *hardening.LISTENER_KEYS)
+_RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
+_CACHE_KEYS = ("dir", "max_size", "memory_only_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout",
                 *hardening.LIMITS_KEYS)
 
@@ -362,6 +383,21 @@ class _Table:
             raise ConfigError(self.name(key), "must not be empty")
         return self.base / Path(value).expanduser()
 
+    def names(self, key: str, allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:
+        """An array of names (filters, fixups, quirks); ``allowed`` checks them."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.name(key), "must be an array of names, e.g. [\"a\", \"b\"]")
+        for name in value:
+            if allowed is not None and name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(self.name(key), f"unknown name {name!r}{extra}; known: "
+                                  f"{', '.join(sorted(allowed))}")
+        return tuple(value)
+
     def subtable(self, key: str, known: tuple[str, ...]) -> _Table | None:
         value = self.data.get(key)
         if value is None:
@@ -386,6 +422,8 @@ class _ListenerDraft:
     key_setting: str = ""
     allow_plaintext_auth: bool = False
     hardening: dict[str, Any] = field(default_factory=dict)
+    filters: tuple[str, ...] = ()
+    fixups: tuple[str, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -495,6 +533,8 @@ def _file_listeners(root: _Table) -> list[_ListenerDraft]:
                 key_setting=table.name("key_file") if key else table.name("cert_file"),
                 allow_plaintext_auth=bool(table.boolean("allow_plaintext_auth")),
                 hardening=hardening.load_listener(table),
+                filters=table.names("filters") or (),
+                fixups=table.names("fixups", CLIENT_FIXUPS) or (),
             )
         )
     return drafts
@@ -582,6 +622,8 @@ def _finish_listeners(drafts: list[_ListenerDraft]) -> tuple[ListenerConfig, ...
                 key_file=draft.key_file,
                 allow_plaintext_auth=draft.allow_plaintext_auth,
                 **draft.hardening,
+                filters=draft.filters,
+                fixups=draft.fixups,
             )
         )
     return tuple(result)
@@ -618,6 +660,7 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),
+        quirks=table.names("quirks", SERVER_QUIRKS) or (),
         pool=_load_pool(table),
     )
 
@@ -678,9 +721,13 @@ def parse_size(value: object, setting: str) -> int:
 
 
 def _load_cache(table: _Table | None) -> CacheConfig:
-    if table is None or table.data.get("max_size") is None:
-        return CacheConfig()
-    return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
+    defaults = CacheConfig()
+    if table is None:
+        return defaults
+    sizes = {key: parse_size(table.data[key], table.name(key))
+             for key in ("max_size", "memory_only_size") if table.data.get(key) is not None}
+    return CacheConfig(**{"max_size": defaults.max_size,
+                          "memory_only_size": defaults.memory_only_size, **sizes})
 
 
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")
@@ -713,8 +760,6 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     data: dict[str, Any] = {} if path is None else _read_toml(path)
     base = Path(".") if path is None else path.parent
     root = _Table(data, "", _TOP_KEYS, base)
-    if "filters" in data:
-        raise ConfigError("filters", "filters are not supported yet; remove the [filters] table")
 
     upstream = _load_upstream(root, overrides)
     listeners = _finish_listeners(_merge_listeners(_file_listeners(root), overrides))
@@ -728,6 +773,9 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     else:
         log_level = _log_level(root.string("log_level") or Config.log_level, "log_level")
 
+    filter_settings = _filter_settings(root)
+    rules = _filter_rules(root)
+    _check_filters(listeners, rules, filter_settings)
     return Config(
         upstream=upstream,
         listeners=listeners,
@@ -738,5 +786,51 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         auth_penalty=hardening.load_auth_penalty(
             root.subtable("auth_penalty", hardening.AUTH_PENALTY_KEYS)),
         server=hardening.load_server(root.subtable("server", hardening.SERVER_KEYS)),
+        filter_settings=filter_settings,
+        filter_rules=rules,
         observability=_load_observability(root),
     )
+
+
+def _filter_settings(root: _Table) -> dict[str, dict[str, Any]]:
+    """``[filters.NAME]`` tables, given as they are to the filter's factory."""
+    raw = root.data.get("filters", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError("filters", "must hold one table per filter: [filters.NAME]")
+    return {name: dict(table) for name, table in raw.items()}
+
+
+def _filter_rules(root: _Table) -> tuple[FilterRule, ...]:
+    raw = root.data.get("filter_rule", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError("filter_rule", "must be an array of tables: [[filter_rule]]")
+    rules = []
+    for index, item in enumerate(raw):
+        table = _Table(item, f"filter_rule[{index}]", _RULE_KEYS, root.base)
+        rules.append(FilterRule(user=table.string("user"),
+                                client_name=table.string("client_name"),
+                                listener=table.string("listener"),
+                                filters=table.names("filters"),
+                                fixups=table.names("fixups", CLIENT_FIXUPS)))
+    return tuple(rules)
+
+
+def _check_filters(listeners: tuple[ListenerConfig, ...], rules: tuple[FilterRule, ...],
+                   settings: dict[str, dict[str, Any]]) -> None:
+    """Every filter named anywhere loads and accepts its settings, now rather than at the
+    first message."""
+    from .filtering.registry import FilterSetupError, create
+
+    named = [(f"listener[{i}].filters", n) for i, li in enumerate(listeners) for n in li.filters]
+    named += [(f"filter_rule[{i}].filters", n) for i, r in enumerate(rules)
+              for n in r.filters or ()]
+    named += [(f"filters.{n}", n) for n in settings]
+    done: set[str] = set()
+    for setting, name in named:
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            create(name, settings.get(name, {}))
+        except FilterSetupError as exc:
+            raise ConfigError(setting, str(exc)) from None

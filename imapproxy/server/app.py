@@ -16,6 +16,7 @@ from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
 from ..upstream.pool import UpstreamPool
 from .admission import admit, deferred_tls
+from .filter_hooks import Filtering
 from .guard import Guard, client_ip
 from .privileges import check_startup_permissions, drop_privileges
 from .proxied_tls import ProxiedTlsServer
@@ -38,6 +39,8 @@ class ProxyApp:
         self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
                                               self.limiter)
         self.metrics = Metrics()
+        # Built once: the filters, the in-memory variants.
+        self.filtering = Filtering.from_config(config, self.metrics.filter_run)
         self.metrics.watch_cache(lambda: self.cache)
         self.pool.on_event = self.metrics.upstream_event
         self.metrics_bound: tuple[str, int] | None = None
@@ -109,7 +112,8 @@ class ProxyApp:
         if peer is None:
             return
         session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
-                          self.metrics, self.pool, guard=self.guard, peer=peer)
+                          self.metrics, self.pool, self.filtering, guard=self.guard,
+                          peer=peer)
         self.sessions.add(session)
         try:
             await session.run()

@@ -55,6 +55,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .filter_hooks import Filtering, SessionHooks
 from .guard import Guard, client_ip
 from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
@@ -111,7 +112,8 @@ class Session:
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
                  limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None,
-                 pool: UpstreamPool | None = None, *, guard: Guard | None = None,
+                 pool: UpstreamPool | None = None,
+                 filtering: Filtering | None = None, *, guard: Guard | None = None,
                  peer: object = None) -> None:
         self.reader = reader
         self.writer = writer
@@ -146,6 +148,7 @@ class Session:
         self.metrics = metrics
         self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
+        self.hooks = SessionHooks(self, filtering)  # filter chain, fixups, quirks
 
     def _new_framer(self) -> Framer:
         limits = self.config.limits
@@ -294,12 +297,16 @@ class Session:
         if self.state not in spec[0]:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
-        handler = self._local_handlers().get(command.name, self.forward)
         if leaves_state_behind(command):
             self.reusable = False
         self.busy = command.name != "IDLE"
         try:
             await self._settle_prefetch()
+            command = await self.hooks.rewrite(command)
+            handler: Callable[[Command], Awaitable[object]] | None = \
+                self.hooks.handler(command)
+            if handler is None:
+                handler = self._local_handlers().get(command.name, self.forward)
             await run_with_retry(self, command, handler)
         except UpstreamLost as exc:
             if not self._serves_degraded():
@@ -445,6 +452,7 @@ class Session:
             raise
         self.upstream = upstream
         self.credentials = Credentials(user, password, authzid)
+        self.hooks.after_login(upstream)
         if self.metrics is not None:  # (connection events are counted by the pool)
             upstream.on_round_trip = self.metrics.round_trip
         self.user = shown
@@ -583,12 +591,16 @@ class Session:
             request = parse_fetch_items(command.args)
         except ProtocolError as exc:
             raise BadCommand(f"Error in FETCH: {exc}") from None
-        if not request.has_content or self.mailbox is None:
+        if not (request.has_content or self.hooks.size_from_bytes(request)) \
+                or self.mailbox is None:
             await self.forward(command)
             return
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
-                              self.write, self.writer.drain, self.config.upstream.prefetch_count)
+                              self.hooks.fetch_writer(self.write), self.writer.drain,
+                              self.config.upstream.prefetch_count,
+                              await self.hooks.content(), self.hooks.render_hook)
+        engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
         started = time.monotonic()
         if await engine.run_local(command, request):
             # Worded as Dovecot words it, with the proxy's own time.
@@ -599,7 +611,7 @@ class Session:
             self.write(serialize_response(replace(final, tag=command.tag)))
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
-                                 self.write, self.writer.drain)
+                                 self.write, self.writer.drain, filtered=engine.filtered)
             self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
 
     async def _settle_prefetch(self) -> None:
@@ -645,6 +657,10 @@ class Session:
         response = item.response
         if self.mailbox is not None:
             self.mailbox.observe(response)
+        shown = self.hooks.on_relay(item)
+        if shown is None:
+            return
+        item, response = shown, shown.response
         if isinstance(response, DataResponse) and response.name == "CAPABILITY":
             self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
             return
