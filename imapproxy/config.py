@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import platformdirs
 
+from . import hardening_config as hardening
 from .filtering.names import CLIENT_FIXUPS, SERVER_QUIRKS
+from .hardening_config import AuthPenaltyConfig, Network, ServerConfig
 
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
@@ -77,6 +79,10 @@ class ListenerConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     allow_plaintext_auth: bool = False  # loopback clients are always allowed
+    proxy_protocol: bool = False  # HAProxy PROXY v1/v2 header first (server/proxy_protocol.py)
+    trusted_proxies: tuple[Network, ...] = ()  # who may send that header
+    client_ca_file: Path | None = None  # CA of client certificates (asked for when set)
+    require_client_cert: bool = False
     filters: tuple[str, ...] = ()  # message filters, in order (docs/filters.md)
     fixups: tuple[str, ...] = ()  # client fixups
 
@@ -91,6 +97,13 @@ class LimitsConfig:
     max_literal_size: int = 64 * 1024 * 1024
     preauth_timeout: float = 60.0
     idle_timeout: float = 30 * 60.0
+    max_connections: int = 1000  # 0 = no limit (server/limits.py)
+    max_connections_per_ip: int = 100
+    max_connections_per_user: int = 20
+    max_unauthenticated_per_ip: int = 10
+    # Loopback clients all share one address: not limited or penalised per address.
+    exempt_loopback: bool = True
+    max_nesting_depth: int = 64  # parenthesised lists in a command; deeper gets BAD
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    auth_penalty: AuthPenaltyConfig = field(default_factory=AuthPenaltyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     filter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filters.NAME]
     filter_rules: tuple[FilterRule, ...] = ()
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
@@ -265,15 +280,16 @@ class Overrides:
 
 
 _TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
-             "filter_rule", "metrics", "admin")
+             "filter_rule", "metrics", "admin", "auth_penalty", "server")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
                   "prefetch_count", "rate_limit", "max_concurrent_commands", "quirks",
                   *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
-                  "fixups")
+                  "fixups", *hardening.LISTENER_KEYS)
 _RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
 _CACHE_KEYS = ("dir", "max_size", "memory_only_size")
-_LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
+_LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout",
+                *hardening.LIMITS_KEYS)
 
 
 def _toml_type(value: object) -> str:
@@ -405,6 +421,7 @@ class _ListenerDraft:
     cert_setting: str = ""
     key_setting: str = ""
     allow_plaintext_auth: bool = False
+    hardening: dict[str, Any] = field(default_factory=dict)
     filters: tuple[str, ...] = ()
     fixups: tuple[str, ...] = ()
 
@@ -515,6 +532,7 @@ def _file_listeners(root: _Table) -> list[_ListenerDraft]:
                 cert_setting=table.name("cert_file"),
                 key_setting=table.name("key_file") if key else table.name("cert_file"),
                 allow_plaintext_auth=bool(table.boolean("allow_plaintext_auth")),
+                hardening=hardening.load_listener(table),
                 filters=table.names("filters") or (),
                 fixups=table.names("fixups", CLIENT_FIXUPS) or (),
             )
@@ -603,6 +621,7 @@ def _finish_listeners(drafts: list[_ListenerDraft]) -> tuple[ListenerConfig, ...
                 cert_file=draft.cert_file,
                 key_file=draft.key_file,
                 allow_plaintext_auth=draft.allow_plaintext_auth,
+                **draft.hardening,
                 filters=draft.filters,
                 fixups=draft.fixups,
             )
@@ -675,6 +694,7 @@ def _load_limits(root: _Table) -> LimitsConfig:
         max_literal_size=defaults.max_literal_size if max_literal is None else max_literal,
         preauth_timeout=defaults.preauth_timeout if preauth is None else preauth,
         idle_timeout=defaults.idle_timeout if idle is None else idle,
+        **hardening.load_limits(table),
     )
 
 
@@ -763,6 +783,9 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         limits=limits,
         log_level=log_level,
         cache=_load_cache(cache),
+        auth_penalty=hardening.load_auth_penalty(
+            root.subtable("auth_penalty", hardening.AUTH_PENALTY_KEYS)),
+        server=hardening.load_server(root.subtable("server", hardening.SERVER_KEYS)),
         filter_settings=filter_settings,
         filter_rules=rules,
         observability=_load_observability(root),
