@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
     _add_cache_parser(commands)
+    from imapproxy.migrate.command import add_subcommands as add_migrate_subcommands
+    add_migrate_subcommands(commands)
     return parser
 
 

@@ -1,0 +1,330 @@
+"""An IMAP account as migration sees it: a list of mailboxes, their UID state, and messages
+fetched in batches. Built on the proxy's own upstream connection (imapproxy/upstream/) and
+codec, so one parser serves both. Parsing is tolerant: a response it cannot read (Exchange
+and others send some) is logged and skipped, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ..errors import UpstreamLost, UpstreamUnavailable
+from ..protocol.command import Command
+from ..protocol.response import (
+    DataResponse,
+    Response,
+    StatusResponse,
+    fetch_attributes,
+    is_final,
+    number_value,
+)
+from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, astring_token, string_value
+from ..server.mailbox import all_uids_command, uids_from_search
+from ..upstream.connection import UpstreamConnection
+from .endpoint import ImapEndpoint
+from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, normalize_flags, uid_set
+from .throttle import Backoff, is_throttled
+
+log = logging.getLogger(__name__)
+
+META_ITEMS = ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE")
+
+
+class MigrateError(Exception):
+    """A migration step failed; str() says which and why."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    untagged: list[Response]
+    status: StatusResponse
+
+    @property
+    def ok(self) -> bool:
+        return self.status.status == "OK"
+
+    def data(self, name: str) -> list[DataResponse]:
+        return [r for r in self.untagged if isinstance(r, DataResponse) and r.name == name]
+
+    def describe(self) -> str:
+        code = f"[{self.status.code}] " if self.status.code else ""
+        return f"{self.status.status} {code}{self.status.text.decode('utf-8', 'replace')}"
+
+
+def mailbox_token(name: str) -> Token:
+    return astring_token(name.encode("utf-8"))
+
+
+class ImapAccount:
+    """One logged-in connection. ``command`` retries on ``[THROTTLED]`` with a back-off."""
+
+    def __init__(self, conn: UpstreamConnection, backoff: Backoff | None = None) -> None:
+        self.conn = conn
+        self.backoff = backoff or Backoff()
+        self.selected: str | None = None
+
+    @classmethod
+    async def connect(cls, endpoint: ImapEndpoint, password: str) -> ImapAccount:
+        try:
+            conn = await UpstreamConnection.open(endpoint.upstream)
+            if not conn.preauth:
+                status = await conn.login(endpoint.user.encode(), password.encode())
+                if status.status != "OK":
+                    conn.close()
+                    text = status.text.decode("utf-8", "replace")
+                    raise MigrateError(f"{endpoint}: login failed: {text}")
+        except (UpstreamLost, UpstreamUnavailable) as exc:
+            raise MigrateError(f"{endpoint}: {exc}") from None
+        return cls(conn)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.conn.capabilities
+
+    async def command(self, command: Command) -> Answer:
+        """Run *command*; waits and retries while the server answers ``[THROTTLED]``."""
+        for _attempt in range(self.backoff.max_retries + 1):
+            untagged: list[Response] = []
+            final: StatusResponse | None = None
+            try:
+                async for item in self.conn.execute(command):
+                    if item.response is None:
+                        log.warning("skipping an unreadable response: %r", item.raw[:200])
+                    elif is_final(item.response):
+                        final = item.response
+                    else:
+                        untagged.append(item.response)
+            except (UpstreamLost, UpstreamUnavailable) as exc:
+                raise MigrateError(f"{command.full_name}: {exc}") from None
+            assert final is not None
+            if final.status != "OK" and is_throttled(final.code, final.text):
+                delay = self.backoff.throttled()
+                log.info("server is throttling %s; waiting %.2f s", command.full_name, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.backoff.succeeded()
+            return Answer(untagged, final)
+        raise MigrateError(f"{command.full_name}: still throttled after "
+                           f"{self.backoff.max_retries} retries")
+
+    async def checked(self, command: Command) -> Answer:
+        answer = await self.command(command)
+        if not answer.ok:
+            raise MigrateError(f"{command.full_name} failed: {answer.describe()}")
+        return answer
+
+    # --- mailboxes ------------------------------------------------------------------------
+
+    async def list_mailboxes(self) -> list[MailboxInfo]:
+        """Every mailbox (LIST "" "*"), marked subscribed from LSUB."""
+        listed = await self.checked(Command("", "LIST", (Quoted(b""), Quoted(b"*"))))
+        subscribed = await self.checked(Command("", "LSUB", (Quoted(b""), Quoted(b"*"))))
+        subs = {e.name for e in map(parse_list_entry, subscribed.data("LSUB")) if e is not None}
+        out: list[MailboxInfo] = []
+        for response in listed.data("LIST"):
+            entry = parse_list_entry(response)
+            if entry is not None:
+                out.append(MailboxInfo(entry.name, entry.delimiter, entry.attributes,
+                                       entry.name in subs))
+        known = {m.name for m in out}
+        # Subscriptions to mailboxes that do not exist are kept too (clients may rely on them).
+        out.extend(MailboxInfo(name, None, frozenset({"\\NONEXISTENT"}), True)
+                   for name in sorted(subs - known))
+        return out
+
+    async def examine(self, name: str) -> MailboxStatus:
+        args: tuple[Token, ...] = (mailbox_token(name),)
+        if "CONDSTORE" in self.capabilities:
+            args += (ParenList((Atom("CONDSTORE"),)),)
+        answer = await self.checked(Command("", "EXAMINE", args))
+        self.selected = name
+        return status_from(answer)
+
+    async def select(self, name: str) -> MailboxStatus:
+        answer = await self.checked(Command("", "SELECT", (mailbox_token(name),)))
+        self.selected = name
+        return status_from(answer)
+
+    async def all_uids(self) -> list[int]:
+        answer = await self.checked(all_uids_command(self))
+        uids: list[int] = []
+        for response in answer.untagged:
+            if isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
+                uids.extend(uids_from_search(response) or [])
+        return sorted(set(uids))
+
+    async def uids_from(self, first: int) -> list[int]:
+        """UIDs >= *first* (``first:*`` also matches the last message when all are lower)."""
+        answer = await self.checked(Command("", "SEARCH", (Atom("UID"), Atom(f"{first}:*")),
+                                            uid=True))
+        uids = [u for r in answer.data("SEARCH") for u in uids_from_search(r) or []]
+        return sorted(u for u in set(uids) if u >= first)
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def fetch_meta(self, uids: str = "1:*", changedsince: int | None = None
+                         ) -> list[MessageMeta]:
+        items = META_ITEMS + (("MODSEQ",) if "CONDSTORE" in self.capabilities else ())
+        args: tuple[Token, ...] = (Atom(uids), ParenList(tuple(Atom(i) for i in items)))
+        if changedsince is not None:
+            args += (ParenList((Atom("CHANGEDSINCE"), Atom(str(changedsince)))),)
+        answer = await self.checked(Command("", "FETCH", args, uid=True))
+        metas = [m for m in map(meta_from, answer.untagged) if m is not None]
+        return sorted({m.uid: m for m in metas}.values(), key=lambda m: m.uid)
+
+    async def fetch_messages(self, uids: list[int]) -> list[Message]:
+        """One ``UID FETCH set (... BODY.PEEK[])`` for the whole batch (one round trip)."""
+        items = (*META_ITEMS, "BODY.PEEK[]")
+        answer = await self.checked(Command(
+            "", "FETCH", (Atom(uid_set(uids)), ParenList(tuple(Atom(i) for i in items))),
+            uid=True))
+        out: dict[int, Message] = {}
+        for response in answer.untagged:
+            attrs = fetch_attributes(response)
+            meta = meta_from(response)
+            if attrs is None or meta is None:
+                continue
+            body = attrs.get("BODY[]")
+            if isinstance(body, (Literal, Quoted)):
+                out[meta.uid] = Message(meta, body.value)
+            elif meta.uid not in out:
+                log.warning("UID %d: the server sent no body", meta.uid)
+        return [out[u] for u in sorted(out)]
+
+    # --- writing (destination side) -------------------------------------------------------
+
+    async def create(self, name: str) -> None:
+        answer = await self.command(Command("", "CREATE", (mailbox_token(name),)))
+        if not answer.ok and answer.status.code != "ALREADYEXISTS":
+            # Some servers say NO without ALREADYEXISTS: fine when the mailbox is there.
+            listed = await self.checked(Command("", "LIST", (Quoted(b""), mailbox_token(name))))
+            if not listed.data("LIST"):
+                raise MigrateError(f"CREATE {name} failed: {answer.describe()}")
+
+    async def subscribe(self, name: str) -> None:
+        await self.command(Command("", "SUBSCRIBE", (mailbox_token(name),)))
+
+    async def uidnext(self, name: str) -> int:
+        answer = await self.checked(Command("", "STATUS", (mailbox_token(name),
+                                                           ParenList((Atom("UIDNEXT"),)))))
+        for response in answer.data("STATUS"):
+            values = response.args[1] if len(response.args) > 1 else None
+            if isinstance(values, ParenList):
+                items = values.items
+                for key, value in zip(items[::2], items[1::2], strict=False):
+                    if isinstance(key, Atom) and key.upper() == "UIDNEXT":
+                        number = number_value(value)
+                        if number is not None:
+                            return number
+        raise MigrateError(f"STATUS {name}: no UIDNEXT in the answer")
+
+    async def append(self, name: str, messages: list[Message]) -> tuple[int | None, list[int]]:
+        """APPEND *messages* with their flags and INTERNALDATE; one MULTIAPPEND command
+        (non-synchronising literals with LITERAL+) when offered, else one APPEND each.
+        Returns (UIDVALIDITY, new UIDs) from APPENDUID (UIDPLUS), or (None, [])."""
+        groups = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
+        uidvalidity: int | None = None
+        new_uids: list[int] = []
+        for group in groups:
+            args: list[Token] = [mailbox_token(name)]
+            for message in group:
+                args.append(ParenList(tuple(Atom(f) for f in message.meta.flags)))
+                if message.meta.internaldate:
+                    args.append(Quoted(message.meta.internaldate.encode("ascii")))
+                args.append(Literal(message.body))
+            answer = await self.checked(Command("", "APPEND", tuple(args)))
+            if answer.status.code == "APPENDUID" and answer.status.code_data:
+                validity, _, uids = answer.status.code_data.decode("ascii", "replace") \
+                    .partition(" ")
+                if validity.isdigit():
+                    uidvalidity = int(validity)
+                new_uids.extend(expand_set(uids))
+        return uidvalidity, new_uids
+
+    async def store_flags(self, uids: list[int], flags: tuple[str, ...]) -> None:
+        await self.checked(Command("", "STORE", (
+            Atom(uid_set(uids)), Atom("FLAGS.SILENT"),
+            ParenList(tuple(Atom(f) for f in flags))), uid=True))
+
+    async def expunge(self, uids: list[int]) -> None:
+        """Remove exactly *uids*: ``UID EXPUNGE`` (UIDPLUS) only, so that other messages
+        marked \\Deleted stay."""
+        if not uids:
+            return
+        if "UIDPLUS" not in self.capabilities:
+            raise MigrateError("cannot remove single messages: the server lacks UIDPLUS")
+        await self.checked(Command("", "STORE", (Atom(uid_set(uids)), Atom("+FLAGS.SILENT"),
+                                                 ParenList((Atom("\\Deleted"),))), uid=True))
+        await self.checked(Command("", "EXPUNGE", (Atom(uid_set(uids)),), uid=True))
+
+    async def logout(self) -> None:
+        await self.conn.logout()
+
+
+# --- response readers (tolerant) --------------------------------------------------------
+
+
+def parse_list_entry(response: DataResponse) -> MailboxInfo | None:
+    """``* LIST (\\attrs) "/" name``; None when it does not have that shape."""
+    args = response.args
+    if len(args) < 3 or not isinstance(args[0], ParenList):
+        log.warning("skipping an unreadable %s entry", response.name)
+        return None
+    attributes = frozenset(a.upper() for a in args[0].items if isinstance(a, Atom))
+    delimiter: str | None = None
+    if isinstance(args[1], (Quoted, Literal)):
+        delimiter = args[1].value.decode("utf-8", "replace") or None
+    if isinstance(args[2], ParenList):  # a list where a name should be
+        return None
+    name = string_value(args[2]).decode("utf-8", "replace")
+    return MailboxInfo(name, delimiter, attributes)
+
+
+def status_from(answer: Answer) -> MailboxStatus:
+    values: dict[str, int] = {}
+    exists = 0
+    for response in answer.untagged:
+        if isinstance(response, StatusResponse) and response.code in (
+                "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ") and response.code_data:
+            text = response.code_data.decode("ascii", "replace").strip()
+            if text.isdigit():
+                values[response.code] = int(text)
+        elif isinstance(response, StatusResponse) and response.code == "NOMODSEQ":
+            values.pop("HIGHESTMODSEQ", None)
+        elif isinstance(response, DataResponse) and response.name == "EXISTS" \
+                and response.number is not None:
+            exists = response.number
+    if "UIDVALIDITY" not in values:
+        raise MigrateError("the server gave no UIDVALIDITY")
+    return MailboxStatus(values["UIDVALIDITY"], values.get("UIDNEXT", 0),
+                         values.get("HIGHESTMODSEQ"), exists)
+
+
+def meta_from(response: Response) -> MessageMeta | None:
+    attrs = fetch_attributes(response)
+    if attrs is None:
+        return None
+    uid = number_value(attrs.get("UID"))
+    if uid is None:
+        return None  # an unsolicited flag update without UID
+    flags_token = attrs.get("FLAGS")
+    flags = [t.value for t in flags_token.items if isinstance(t, Atom)] \
+        if isinstance(flags_token, ParenList) else []
+    date = attrs.get("INTERNALDATE")
+    internaldate = date.value.decode("ascii", "replace") if isinstance(date, Quoted) else None
+    modseq_token = attrs.get("MODSEQ")
+    modseq = number_value(modseq_token.items[0]) \
+        if isinstance(modseq_token, ParenList) and modseq_token.items else None
+    return MessageMeta(uid, normalize_flags(flags), internaldate,
+                       number_value(attrs.get("RFC822.SIZE")) or 0, modseq)
+
+
+def expand_set(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        if low.isdigit() and (not high or high.isdigit()):
+            a, b = int(low), int(high or low)
+            out.extend(range(min(a, b), max(a, b) + 1))
+    return out

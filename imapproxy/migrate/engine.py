@@ -1,0 +1,241 @@
+"""The migration itself: plan every mailbox (what is new, what changed, what is gone since
+the state file's last run), then copy mailbox by mailbox in batches, saving the state after
+each batch so that a run cut short anywhere resumes without duplicates or loss."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .account import ImapAccount, MigrateError
+from .gmail import choose_mailboxes, is_gmail
+from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
+from .progress import Progress, megabytes
+from .state import MailboxState, StateFile
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "IMAPPROXY_MIGRATE_CRASH_AFTER"  # tests: exit abruptly after N messages written
+
+
+class Writer(Protocol):
+    async def prepare(self, info: MailboxInfo, status: MailboxStatus,
+                      state: MailboxState) -> set[int]: ...
+    async def write(self, info: MailboxInfo, messages: list[Message],
+                    state: MailboxState) -> dict[int, int]: ...
+    async def set_flags(self, info: MailboxInfo, dest: int, flags: tuple[str, ...]) -> None: ...
+    async def remove(self, info: MailboxInfo, dests: list[int]) -> None: ...
+    async def finish(self, info: MailboxInfo, status: MailboxStatus) -> None: ...
+    async def set_subscriptions(self, mailboxes: list[MailboxInfo]) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Options:
+    patterns: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    batch_messages: int = 100
+    batch_bytes: int = 16 * 1024 * 1024
+    gmail_all_mail: bool = False
+    uid_map: Path | None = None
+
+
+@dataclass
+class Plan:
+    info: MailboxInfo
+    status: MailboxStatus
+    new: list[MessageMeta] = field(default_factory=list)
+    changed: list[MessageMeta] = field(default_factory=list)  # flags differ from the state
+    gone: list[int] = field(default_factory=list)  # copied before, expunged on the source since
+    reset: bool = False  # UIDVALIDITY changed: everything is copied again
+
+    @property
+    def size(self) -> int:
+        return sum(m.size for m in self.new)
+
+
+@dataclass
+class Summary:
+    copied: int = 0
+    bytes: int = 0
+    flags_updated: int = 0
+    removed: int = 0
+    mailboxes: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [(f"{self.mailboxes} mailboxes: {self.copied} messages copied "
+                f"({megabytes(self.bytes)}), {self.flags_updated} flag updates, "
+                f"{self.removed} removed")]
+        out += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        if self.failed:
+            out.append(f"{len(self.failed)} messages FAILED:")
+            out += [f"  {f}" for f in self.failed]
+        return out
+
+
+class Migration:
+    def __init__(self, source: ImapAccount, writer: Writer, state: StateFile,
+                 options: Options, progress: Progress) -> None:
+        self.source = source
+        self.writer = writer
+        self.state = state
+        self.options = options
+        self.progress = progress
+        self.summary = Summary()
+        crash = os.environ.get(CRASH_ENV, "")
+        self._crash_after = int(crash) if crash.isdigit() else None
+
+    async def run(self) -> Summary:
+        listed = await self.source.list_mailboxes()
+        gmail = is_gmail(self.source.capabilities, listed)
+        chosen, self.summary.skipped = choose_mailboxes(
+            listed, self.options.patterns, gmail, self.options.gmail_all_mail)
+        plans = [await self.plan(info) for info in chosen]
+        self.summary.mailboxes = len(plans)
+        if self.options.dry_run:
+            self._print_plans(plans)
+            return self.summary
+        self.progress.start(sum(len(p.new) for p in plans), sum(p.size for p in plans))
+        for plan in plans:
+            await self.copy_mailbox(plan)
+            self._write_uid_map()
+        subscribed = [m for m in listed if m.subscribed and (
+            m in chosen or not m.selectable)]
+        await self.writer.set_subscriptions(subscribed)
+        self.progress.finish()
+        return self.summary
+
+    async def plan(self, info: MailboxInfo) -> Plan:
+        """What to do for one mailbox, from the source and the state file (not the
+        destination: the writer corrects the plan with what it finds there)."""
+        status = await self.source.examine(info.name)
+        mstate = self.state.mailbox(info.name)
+        plan = Plan(info, status)
+        if mstate.uidvalidity not in (None, status.uidvalidity):
+            plan.reset = True
+            plan.new = await self.source.fetch_meta()
+            return plan
+        if mstate.highestmodseq is not None and status.highestmodseq == mstate.highestmodseq \
+                and status.uidnext == mstate.uidnext and not mstate.pending:
+            return plan  # CONDSTORE says nothing changed
+        if mstate.highestmodseq is not None and status.highestmodseq is not None:
+            metas = await self.source.fetch_meta(changedsince=mstate.highestmodseq)
+            present = set(await self.source.all_uids())
+        else:
+            metas = await self.source.fetch_meta()
+            present = {m.uid for m in metas}
+        for meta in metas:
+            copied = mstate.messages.get(meta.uid)
+            if copied is None:
+                plan.new.append(meta)
+            elif copied.flags != meta.flags:
+                plan.changed.append(meta)
+        plan.gone = sorted(set(mstate.messages) - present)
+        return plan
+
+    async def copy_mailbox(self, plan: Plan) -> None:
+        info = plan.info
+        status = await self.source.examine(info.name)
+        if (status.uidvalidity, status.uidnext, status.highestmodseq) != (
+                plan.status.uidvalidity, plan.status.uidnext, plan.status.highestmodseq):
+            plan = await self.plan(info)  # changed since planned
+            status = plan.status
+        mstate = self.state.mailbox(info.name)
+        self.progress.note(f"{info.display_name}: {len(plan.new)} new, "
+                           f"{len(plan.changed)} flag changes, {len(plan.gone)} removed")
+        try:
+            if plan.reset:
+                await self.writer.prepare(info, status, mstate)
+                await self.writer.remove(info, [c.dest for c in mstate.messages.values()])
+                mstate.forget_messages()
+            mstate.uidvalidity = status.uidvalidity
+            on_dest = await self.writer.prepare(info, status, mstate)
+        except MigrateError as exc:
+            self.summary.failed.append(f"{info.display_name}: {exc}")
+            return
+        # Copied according to the state but lost on the destination: copy again.
+        missing = [u for u in mstate.messages if u not in on_dest]
+        if missing:
+            for uid in missing:
+                del mstate.messages[uid]
+            plan.new += await self.source.fetch_meta(uid_set(missing))
+        failures_before = len(self.summary.failed)
+        for batch in batches(sorted(plan.new, key=lambda m: m.uid),
+                             self.options.batch_messages, self.options.batch_bytes):
+            await self._copy_batch(info, batch, mstate)
+        for meta in plan.changed:
+            copied = mstate.messages.get(meta.uid)
+            if copied is not None:
+                await self.writer.set_flags(info, copied.dest, meta.flags)
+                mstate.record(meta.uid, meta.flags, copied.dest)
+                self.summary.flags_updated += 1
+        gone = [u for u in plan.gone if u in mstate.messages]
+        if gone:
+            await self.writer.remove(info, [mstate.messages[u].dest for u in gone])
+            for uid in gone:
+                del mstate.messages[uid]
+            self.summary.removed += len(gone)
+        await self.writer.finish(info, status)
+        mstate.uidnext = status.uidnext
+        # Only a complete pass may vouch for HIGHESTMODSEQ (else the next run compares all).
+        clean = len(self.summary.failed) == failures_before
+        mstate.highestmodseq = status.highestmodseq if clean else None
+        self.state.save()
+
+    async def _copy_batch(self, info: MailboxInfo, batch: list[MessageMeta],
+                          mstate: MailboxState) -> None:
+        messages = await self.source.fetch_messages([m.uid for m in batch])
+        try:
+            written = await self.writer.write(info, messages, mstate)
+        except MigrateError:
+            written = {}
+            for message in messages:  # find the culprit, keep the rest
+                try:
+                    written.update(await self.writer.write(info, [message], mstate))
+                except MigrateError as exc:
+                    self.summary.failed.append(
+                        f"{info.display_name} UID {message.meta.uid}: {exc}")
+        for message in messages:
+            if message.meta.uid in written:
+                mstate.record(message.meta.uid, message.meta.flags, written[message.meta.uid])
+                self.summary.copied += 1
+                self.summary.bytes += len(message.body)
+        self.progress.advance(len(written), sum(len(m.body) for m in messages
+                                                if m.meta.uid in written))
+        if self._crash_after is not None and self.summary.copied >= self._crash_after:
+            os._exit(75)  # tests: die between writing and saving the state, the worst moment
+        self.state.save()
+
+    def _write_uid_map(self) -> None:
+        if self.options.uid_map is not None:
+            self.state.write_uid_map(self.options.uid_map)
+
+    def _print_plans(self, plans: list[Plan]) -> None:
+        for plan in plans:
+            name = plan.info.display_name
+            reset = " (UIDVALIDITY changed: full copy)" if plan.reset else ""
+            self.progress.note(f"{name}: would copy {len(plan.new)} messages "
+                               f"({megabytes(plan.size)}){reset}, update flags of "
+                               f"{len(plan.changed)}, remove {len(plan.gone)}")
+            if plan.new:
+                self.progress.note(f"  copy UIDs {uid_set([m.uid for m in plan.new])}")
+
+
+def batches(metas: list[MessageMeta], count: int, size: int) -> Iterator[list[MessageMeta]]:
+    """Runs of at most *count* messages and about *size* bytes (a bigger message goes alone)."""
+    batch: list[MessageMeta] = []
+    total = 0
+    for meta in metas:
+        if batch and (len(batch) >= count or total + meta.size > size):
+            yield batch
+            batch, total = [], 0
+        batch.append(meta)
+        total += meta.size
+    if batch:
+        yield batch

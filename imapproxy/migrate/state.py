@@ -1,0 +1,120 @@
+"""Resume state, one JSON file per destination, rewritten atomically (temporary file, fsync,
+rename) after every batch: per source mailbox, its UIDVALIDITY and HIGHESTMODSEQ as last
+copied, and per copied message its flags and its UID on the destination. A re-run compares
+the source with it and copies only what changed."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+
+
+@dataclass
+class Copied:
+    flags: tuple[str, ...]
+    dest: int  # the message's UID on the destination (the same UID for a Maildir)
+
+
+@dataclass
+class MailboxState:
+    owner: StateFile | None = field(default=None, repr=False)
+    uidvalidity: int | None = None
+    highestmodseq: int | None = None
+    uidnext: int | None = None
+    dest_uidvalidity: int | None = None
+    messages: dict[int, Copied] = field(default_factory=dict)
+    pending: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    pending_dest_uidnext: int | None = None
+
+    def record(self, uid: int, flags: tuple[str, ...], dest: int) -> None:
+        self.messages[uid] = Copied(tuple(flags), dest)
+
+    def forget_messages(self) -> None:
+        self.messages.clear()
+        self.highestmodseq = None
+        self.clear_pending()
+
+    def set_pending(self, items: list[tuple[int, tuple[str, ...]]], dest_uidnext: int) -> None:
+        self.pending = list(items)
+        self.pending_dest_uidnext = dest_uidnext
+
+    def clear_pending(self) -> None:
+        self.pending = []
+        self.pending_dest_uidnext = None
+
+    def save(self) -> None:
+        if self.owner is not None:
+            self.owner.save()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uidvalidity": self.uidvalidity, "highestmodseq": self.highestmodseq,
+            "uidnext": self.uidnext, "dest_uidvalidity": self.dest_uidvalidity,
+            "messages": {str(u): [list(c.flags), c.dest] for u, c in self.messages.items()},
+            "pending": [[u, list(f)] for u, f in self.pending],
+            "pending_dest_uidnext": self.pending_dest_uidnext,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], owner: StateFile) -> MailboxState:
+        return cls(
+            owner, data.get("uidvalidity"), data.get("highestmodseq"), data.get("uidnext"),
+            data.get("dest_uidvalidity"),
+            {int(u): Copied(tuple(v[0]), int(v[1])) for u, v in data.get("messages", {}).items()},
+            [(int(u), tuple(f)) for u, f in data.get("pending", [])],
+            data.get("pending_dest_uidnext"))
+
+
+class StateFile:
+    def __init__(self, path: Path, source: str, destination: str) -> None:
+        self.path = path
+        self.source = source
+        self.destination = destination
+        self.mailboxes: dict[str, MailboxState] = {}
+
+    @classmethod
+    def load(cls, path: Path, source: str, destination: str) -> StateFile:
+        """The state at *path*, or an empty one. A state written for another source starts
+        over (its UIDs mean nothing for this one)."""
+        state = cls(path, source, destination)
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return state
+        if data.get("version") == VERSION and data.get("source") == source:
+            state.mailboxes = {name: MailboxState.from_json(m, state)
+                               for name, m in data.get("mailboxes", {}).items()}
+        return state
+
+    def mailbox(self, name: str) -> MailboxState:
+        if name not in self.mailboxes:
+            self.mailboxes[name] = MailboxState(self)
+        return self.mailboxes[name]
+
+    def save(self) -> None:
+        data = {"version": VERSION, "source": self.source, "destination": self.destination,
+                "mailboxes": {n: m.to_json() for n, m in sorted(self.mailboxes.items())}}
+        write_json(self.path, data)
+
+    def write_uid_map(self, path: Path) -> None:
+        """Source UID -> destination UID per mailbox, for tools that rewrite client caches."""
+        data = {name: {"source_uidvalidity": m.uidvalidity,
+                       "dest_uidvalidity": m.dest_uidvalidity,
+                       "uids": {str(u): c.dest for u, c in sorted(m.messages.items())}}
+                for name, m in sorted(self.mailboxes.items())}
+        write_json(path, data)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temp, "w", encoding="utf-8") as out:
+        json.dump(data, out, separators=(",", ":"))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
