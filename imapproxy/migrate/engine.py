@@ -159,6 +159,8 @@ class Migration:
         except MigrateError as exc:
             self.summary.failed.append(f"{info.display_name}: {exc}")
             return
+        # Settled by prepare (an APPEND that a killed run made): not new any more.
+        plan.new = [m for m in plan.new if m.uid not in mstate.messages]
         # Copied according to the state but lost on the destination: copy again.
         missing = [u for u in mstate.messages if u not in on_dest]
         if missing:

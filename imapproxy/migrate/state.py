@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .model import decode_mutf7
+
 VERSION = 1
 
 
@@ -102,8 +104,9 @@ class StateFile:
         write_json(self.path, data)
 
     def write_uid_map(self, path: Path) -> None:
-        """Source UID -> destination UID per mailbox, for tools that rewrite client caches."""
-        data = {name: {"source_uidvalidity": m.uidvalidity,
+        """Source UID -> destination UID per mailbox (names decoded from modified UTF-7), for
+        tools that rewrite client caches."""
+        data = {decode_mutf7(name): {"source_uidvalidity": m.uidvalidity,
                        "dest_uidvalidity": m.dest_uidvalidity,
                        "uids": {str(u): c.dest for u, c in sorted(m.messages.items())}}
                 for name, m in sorted(self.mailboxes.items())}

@@ -11,10 +11,17 @@ import pytest
 
 from imapproxy.devserver import DovecotServer, mailbox_arg
 from tests.conftest import Account
-from tests.migrate.conftest import (
-    MAILBOXES, dump, login, maildir_account, populate, run_migrate, run_migrate_process,
-    subscriptions)
 from tests.mailgen import generated
+from tests.migrate.conftest import (
+    MAILBOXES,
+    dump,
+    login,
+    maildir_account,
+    populate,
+    run_migrate,
+    run_migrate_process,
+    subscriptions,
+)
 
 
 def assert_same(source: Account, dest: Account) -> None:

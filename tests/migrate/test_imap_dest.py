@@ -1,0 +1,66 @@
+"""``imapproxy migrate --to imap://``: APPENDs keep flags, keywords and INTERNALDATE; the
+UID map file says where each source UID went; re-runs and killed runs leave no duplicates;
+``imapproxy verify`` then finds no difference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imapproxy.devserver import DovecotServer
+from tests.conftest import Account, make_account
+from tests.migrate.conftest import (
+    MAILBOXES, dump, login, populate, run_migrate, run_migrate_process, url)
+
+
+def assert_mapped(source: Account, dest: Account, uid_map: Path) -> None:
+    mapping = json.loads(uid_map.read_text())
+    before, after = dump(source), dump(dest)
+    for name in MAILBOXES:
+        uids = {int(k): v for k, v in mapping[name]["uids"].items()}
+        assert mapping[name]["source_uidvalidity"] == before[name].uidvalidity
+        assert mapping[name]["dest_uidvalidity"] == after[name].uidvalidity
+        assert sorted(uids) == sorted(before[name].messages), name
+        assert len(after[name].messages) == len(before[name].messages), name  # no duplicates
+        for old, item in before[name].messages.items():
+            assert after[name].messages[uids[old]] == item, (name, old)
+
+
+def test_imap_destination_with_uid_map_and_verify(
+        account: Account, dovecot: DovecotServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    populate(account)
+    dest = make_account(dovecot)
+    state, uid_map = tmp_path / "state.json", tmp_path / "map.json"
+    args = ("--state", str(state), "--uid-map", str(uid_map))
+    assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
+    assert_mapped(account, dest, uid_map)
+    assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
+    imap = login(account)
+    try:
+        imap.select("INBOX")
+        imap.uid("STORE", "5", "FLAGS", "(\\Seen NewKeyword)")
+        imap.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+        imap.uid("EXPUNGE", "1")
+    finally:
+        imap.logout()
+    capsys.readouterr()
+    assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
+    err = capsys.readouterr().err
+    assert "0 messages copied" in err and "1 flag updates" in err and "1 removed" in err
+    assert_mapped(account, dest, uid_map)
+    assert run_migrate(monkeypatch, account, url(dest), dest=dest, command="verify") == 0
+
+
+def test_killed_run_leaves_no_duplicates_on_imap(
+        account: Account, dovecot: DovecotServer, tmp_path: Path) -> None:
+    populate(account)
+    dest = make_account(dovecot)
+    args = ("--state", str(tmp_path / "s.json"), "--uid-map", str(tmp_path / "m.json"),
+            "--batch", "2")
+    crashed = run_migrate_process(account, url(dest), *args, dest=dest, crash_after=3)
+    assert crashed.returncode == 75, crashed.stderr
+    assert run_migrate_process(account, url(dest), *args, dest=dest).returncode == 0
+    assert_mapped(account, dest, tmp_path / "m.json")
