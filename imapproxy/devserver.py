@@ -438,6 +438,16 @@ service auth {{
         os.chmod(temp, 0o600)
         os.replace(temp, target)
 
+    def adopt(self, path: Path) -> None:
+        """Give a Maildir written by another program (``imapproxy migrate``) to the user the
+        mail processes run as (only needed as root, where that is ``nobody``)."""
+        ids = _identities()
+        if not ids.chroot:
+            return
+        for root, dirs, files in os.walk(path):
+            for name in (root, *(os.path.join(root, n) for n in dirs + files)):
+                os.chown(name, ids.mail_uid, ids.mail_gid)
+
     def connect(self, user: str | None = None, password: str | None = None) -> imaplib.IMAP4:
         """An imaplib connection to the plain IMAP port, logged in when *user* is given."""
         imap = imaplib.IMAP4(self.host, self.port, timeout=30)

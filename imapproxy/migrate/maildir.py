@@ -64,7 +64,7 @@ def virtual_size(body: bytes) -> int:
 
 def write_atomically(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temp, "wb") as out:
+    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
@@ -140,10 +140,11 @@ class MaildirWriter:
         """Create the mailbox directory; returns the UIDs already on disk. A UIDVALIDITY
         different from what is on disk empties the mailbox (a full re-copy follows)."""
         path = self.folder_path(info)
-        for sub in ("cur", "new", "tmp"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in ("", "cur", "new", "tmp"):
+            (path / sub).mkdir(mode=0o700, exist_ok=True)
         if path != self.root:
-            (path / "maildirfolder").touch()
+            (path / "maildirfolder").touch(mode=0o600)
         on_disk = self._uidlist_validity(path)
         if on_disk is not None and on_disk != status.uidvalidity:
             self._empty(path)
@@ -166,7 +167,8 @@ class MaildirWriter:
                     f"S={len(message.body)},W={virtual_size(message.body)}")
             name = f"cur/{base}{folder.suffix(meta.flags)}"
             temp = folder.path / "tmp" / base
-            with open(temp, "wb") as out:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as out:
                 out.write(message.body)
             if mtime is not None:
                 os.utime(temp, (mtime, mtime))
@@ -218,7 +220,7 @@ class MaildirWriter:
         names = [m.name.replace(m.delimiter, "\t") if m.delimiter else m.name
                  for m in mailboxes if m.subscribed]
         text = "V\t2\n\n" + "".join(f"{n}\n" for n in sorted(names))
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(self.root / "subscriptions", text.encode("utf-8"))
 
     async def close(self) -> None:
@@ -237,7 +239,7 @@ class MaildirWriter:
         """Drop the old generation: its messages, keywords, UID list and Dovecot's indexes."""
         for sub in ("cur", "new", "tmp"):
             shutil.rmtree(path / sub, ignore_errors=True)
-            (path / sub).mkdir()
+            (path / sub).mkdir(mode=0o700)
         for entry in os.scandir(path):
             if entry.is_file() and (entry.name.startswith("dovecot.index")
                                     or entry.name in ("dovecot-uidlist", "dovecot-keywords")):

@@ -163,3 +163,12 @@ def maildir_account(server: DovecotServer) -> tuple[Account, Path]:
     """A new user on the Maildir++ Dovecot, and where its Maildir goes."""
     account = make_account(server)
     return account, server.mail_dir / account.user / "Maildir"
+
+
+def migrate_maildir(monkeypatch: pytest.MonkeyPatch, source: Account, server: DovecotServer,
+                    path: Path, *extra: str) -> int:
+    """``imapproxy migrate --to maildir:PATH``, then hand PATH to *server*'s mail user."""
+    code = run_migrate(monkeypatch, source, f"maildir:{path}", *extra)
+    if path.exists():
+        server.adopt(path)
+    return code

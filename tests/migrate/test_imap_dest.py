@@ -12,7 +12,14 @@ import pytest
 from imapproxy.devserver import DovecotServer
 from tests.conftest import Account, make_account
 from tests.migrate.conftest import (
-    MAILBOXES, dump, login, populate, run_migrate, run_migrate_process, url)
+    MAILBOXES,
+    dump,
+    login,
+    populate,
+    run_migrate,
+    run_migrate_process,
+    url,
+)
 
 
 def assert_mapped(source: Account, dest: Account, uid_map: Path) -> None:

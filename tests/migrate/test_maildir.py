@@ -17,6 +17,7 @@ from tests.migrate.conftest import (
     dump,
     login,
     maildir_account,
+    migrate_maildir,
     populate,
     run_migrate,
     run_migrate_process,
@@ -40,7 +41,7 @@ def test_maildir_keeps_uids_flags_dates_and_bytes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     populate(account)
     dest, path = maildir_account(maildir_dovecot)
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     header = (path / "dovecot-uidlist").read_text().split("\n")[0].split()
     assert header[0] == "3" and header[1].startswith("V") and header[3].startswith("G")
     assert (path / ".Archive.2024" / "maildirfolder").exists()
@@ -56,10 +57,10 @@ def test_second_run_copies_only_changes(
         capsys: pytest.CaptureFixture[str]) -> None:
     populate(account)
     dest, path = maildir_account(maildir_dovecot)
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     assert_same(account, dest)  # the destination Dovecot has indexed it now
     capsys.readouterr()
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     assert "0 messages copied" in capsys.readouterr().err
     imap = login(account)
     try:
@@ -70,7 +71,7 @@ def test_second_run_copies_only_changes(
         imap.uid("EXPUNGE", "4")
     finally:
         imap.logout()
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     err = capsys.readouterr().err
     assert "1 messages copied" in err and "1 flag updates" in err and "1 removed" in err
     assert_same(account, dest)
@@ -84,6 +85,7 @@ def test_killed_run_is_finished_by_the_next(
     assert crashed.returncode == 75, crashed.stderr
     done = run_migrate_process(account, f"maildir:{path}", "--batch", "3")
     assert done.returncode == 0, done.stderr
+    maildir_dovecot.adopt(path)
     files = [n for n in os.listdir(path / "cur")]
     assert len(files) == len(dump(account)["INBOX"].messages)  # no duplicate files
     assert_same(account, dest)
@@ -94,7 +96,7 @@ def test_uidvalidity_change_recopies_the_mailbox(
         monkeypatch: pytest.MonkeyPatch) -> None:
     populate(account)
     dest, path = maildir_account(maildir_dovecot)
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     imap = login(account)
     try:  # delete and re-create: a new UIDVALIDITY, UIDs starting at 1 again
         imap.delete(mailbox_arg("Été"))
@@ -102,7 +104,7 @@ def test_uidvalidity_change_recopies_the_mailbox(
         imap.append(mailbox_arg("Été"), None, None, generated(2, 5)[1])
     finally:
         imap.logout()
-    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
     assert_same(account, dest)
     assert len(dump(dest)["Été"].messages) == 1
 

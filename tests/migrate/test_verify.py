@@ -1,0 +1,74 @@
+"""``imapproxy verify`` finds each kind of difference: missing, extra, flags, content."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imapproxy.devserver import DovecotServer
+from tests.conftest import Account, make_account
+from tests.mailgen import generated
+from tests.migrate.conftest import (
+    login,
+    maildir_account,
+    migrate_maildir,
+    populate,
+    run_migrate,
+    url,
+)
+
+
+def test_verify_reports_every_kind_of_difference(
+        account: Account, maildir_dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    populate(account)
+    dest, path = maildir_account(maildir_dovecot)
+    assert migrate_maildir(monkeypatch, account, maildir_dovecot, path) == 0
+    # Before the destination Dovecot sees it: change one message's bytes, drop another.
+    files = {name.split("V")[0].split(".M")[1]: name for name in os.listdir(path / "cur")}
+    with open(path / "cur" / files["5"], "r+b") as out:  # same size: Dovecot checks S=
+        out.seek(-4, os.SEEK_END)
+        out.write(b"XXXX")
+    os.unlink(path / "cur" / files["6"])
+    imap = login(dest)
+    try:
+        imap.append("INBOX", None, None, generated(1, 7)[0])  # extra: UID 11, the source's UIDNEXT
+        imap.select("INBOX")
+        imap.uid("STORE", "8", "+FLAGS", "(\\Flagged)")
+    finally:
+        imap.logout()
+    capsys.readouterr()
+    code = run_migrate(monkeypatch, account, url(dest), dest=dest, command="verify")
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "missing: INBOX: UID 6" in out
+    assert "extra: INBOX: UID 11" in out
+    assert "content: INBOX: UID 5" in out
+    assert "flags: INBOX: UID 8" in out
+    assert out.count("\n") == 4, out
+
+
+def test_verify_pairs_by_content_across_uidvalidity(
+        account: Account, dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Different UIDVALIDITY: messages are paired by SHA-256 of their bytes."""
+    source = make_account(dovecot)
+    for who, flags in ((account, "(\\Seen)"), (source, "(\\Seen)")):
+        imap = login(who)
+        try:
+            for body in generated(3, 4):
+                imap.append("INBOX", flags, None, body)
+        finally:
+            imap.logout()
+    imap = login(source)
+    try:
+        imap.select("INBOX")
+        imap.uid("STORE", "2", "-FLAGS", "(\\Seen)")
+    finally:
+        imap.logout()
+    capsys.readouterr()
+    assert run_migrate(monkeypatch, account, url(source), "--mailboxes", "INBOX",
+                       dest=source, command="verify") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["flags: INBOX: UID 2 (dest UID 2): \\Seen != ()"]
