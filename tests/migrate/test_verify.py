@@ -52,23 +52,29 @@ def test_verify_reports_every_kind_of_difference(
 def test_verify_pairs_by_content_across_uidvalidity(
         account: Account, dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Different UIDVALIDITY: messages are paired by SHA-256 of their bytes."""
-    source = make_account(dovecot)
-    for who, flags in ((account, "(\\Seen)"), (source, "(\\Seen)")):
+    """Different UIDVALIDITY (an IMAP destination): messages are paired by the SHA-256 of
+    their bytes, whatever their UIDs."""
+    other = make_account(dovecot)
+    bodies = generated(4, 4)
+    for who, order in ((account, bodies), (other, bodies[::-1])):
         imap = login(who)
         try:
-            for body in generated(3, 4):
-                imap.append("INBOX", flags, None, body)
+            if who is other:  # a second generation of "Box": another UIDVALIDITY for sure
+                imap.create("Box")
+                imap.delete("Box")
+            imap.create("Box")
+            for body in order:
+                imap.append("Box", "(\\Seen)", None, body)
         finally:
             imap.logout()
-    imap = login(source)
+    imap = login(other)
     try:
-        imap.select("INBOX")
-        imap.uid("STORE", "2", "-FLAGS", "(\\Seen)")
+        imap.select("Box")
+        imap.uid("STORE", "3", "-FLAGS", "(\\Seen)")  # bodies[1]: UID 2 on the source
     finally:
         imap.logout()
     capsys.readouterr()
-    assert run_migrate(monkeypatch, account, url(source), "--mailboxes", "INBOX",
-                       dest=source, command="verify") == 1
+    assert run_migrate(monkeypatch, account, url(other), "--mailboxes", "Box",
+                       dest=other, command="verify") == 1
     out = capsys.readouterr().out.splitlines()
-    assert out == ["flags: INBOX: UID 2 (dest UID 2): \\Seen != ()"]
+    assert out == ["flags: Box: UID 2 (dest UID 3): \\Seen != ()"]
