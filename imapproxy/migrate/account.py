@@ -154,6 +154,12 @@ class ImapAccount:
                 uids.extend(uids_from_search(response) or [])
         return sorted(set(uids))
 
+    async def existing(self, uids: list[int]) -> list[int]:
+        """Which of *uids* the selected mailbox still has."""
+        answer = await self.checked(Command("", "SEARCH", (Atom("UID"), Atom(uid_set(uids))),
+                                            uid=True))
+        return sorted({u for r in answer.data("SEARCH") for u in uids_from_search(r) or []})
+
     async def uids_from(self, first: int) -> list[int]:
         """UIDs >= *first* (``first:*`` also matches the last message when all are lower)."""
         answer = await self.checked(Command("", "SEARCH", (Atom("UID"), Atom(f"{first}:*")),

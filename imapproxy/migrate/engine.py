@@ -124,12 +124,18 @@ class Migration:
         if mstate.highestmodseq is not None and status.highestmodseq == mstate.highestmodseq \
                 and status.uidnext == mstate.uidnext and not mstate.pending:
             return plan  # CONDSTORE says nothing changed
+        present = set(await self.source.all_uids())
         if mstate.highestmodseq is not None and status.highestmodseq is not None:
             metas = await self.source.fetch_meta(changedsince=mstate.highestmodseq)
-            present = set(await self.source.all_uids())
         else:
             metas = await self.source.fetch_meta()
-            present = {m.uid for m in metas}
+            # A response the server mangled (seen through buggy proxies) must not make a
+            # message look absent: ask again for what SEARCH has but FETCH did not give.
+            lost = sorted(present - {m.uid for m in metas})
+            if lost:
+                log.warning("%s: no metadata for %d messages; asking again",
+                            info.display_name, len(lost))
+                metas += await self.source.fetch_meta(uid_set(lost))
         for meta in metas:
             copied = mstate.messages.get(meta.uid)
             if copied is None:
@@ -193,6 +199,11 @@ class Migration:
     async def _copy_batch(self, info: MailboxInfo, batch: list[MessageMeta],
                           mstate: MailboxState) -> None:
         messages = await self.source.fetch_messages([m.uid for m in batch])
+        unanswered = sorted({m.uid for m in batch} - {m.meta.uid for m in messages})
+        if unanswered:  # expunged meanwhile (fine: the next run sees it gone), or a failure
+            for uid in await self.source.existing(unanswered):
+                self.summary.failed.append(
+                    f"{info.display_name} UID {uid}: the server sent no content")
         try:
             written = await self.writer.write(info, messages, mstate)
         except MigrateError:
