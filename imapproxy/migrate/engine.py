@@ -4,6 +4,8 @@ each batch so that a run cut short anywhere resumes without duplicates or loss."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -174,9 +176,7 @@ class Migration:
                 del mstate.messages[uid]
             plan.new += await self.source.fetch_meta(uid_set(missing))
         failures_before = len(self.summary.failed)
-        for batch in batches(sorted(plan.new, key=lambda m: m.uid),
-                             self.options.batch_messages, self.options.batch_bytes):
-            await self._copy_batch(info, batch, mstate)
+        await self._copy_new(info, plan.new, mstate)
         for meta in plan.changed:
             copied = mstate.messages.get(meta.uid)
             if copied is not None:
@@ -196,14 +196,37 @@ class Migration:
         mstate.highestmodseq = status.highestmodseq if clean else None
         self.state.save()
 
-    async def _copy_batch(self, info: MailboxInfo, batch: list[MessageMeta],
-                          mstate: MailboxState) -> None:
+    async def _copy_new(self, info: MailboxInfo, new: list[MessageMeta],
+                        mstate: MailboxState) -> None:
+        """Fetch batch k+1 from the source while batch k is written (the two overlap)."""
+        todo = list(batches(sorted(new, key=lambda m: m.uid), self.options.batch_messages,
+                            self.options.batch_bytes))
+        if not todo:
+            return
+        ahead = asyncio.ensure_future(self._fetch(info, todo[0]))
+        try:
+            for index in range(len(todo)):
+                messages = await ahead
+                if index + 1 < len(todo):
+                    ahead = asyncio.ensure_future(self._fetch(info, todo[index + 1]))
+                await self._write_batch(info, messages, mstate)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MigrateError):
+                    await ahead
+
+    async def _fetch(self, info: MailboxInfo, batch: list[MessageMeta]) -> list[Message]:
         messages = await self.source.fetch_messages([m.uid for m in batch])
         unanswered = sorted({m.uid for m in batch} - {m.meta.uid for m in messages})
         if unanswered:  # expunged meanwhile (fine: the next run sees it gone), or a failure
             for uid in await self.source.existing(unanswered):
                 self.summary.failed.append(
                     f"{info.display_name} UID {uid}: the server sent no content")
+        return messages
+
+    async def _write_batch(self, info: MailboxInfo, messages: list[Message],
+                           mstate: MailboxState) -> None:
         try:
             written = await self.writer.write(info, messages, mstate)
         except MigrateError:
@@ -223,7 +246,7 @@ class Migration:
                                                 if m.meta.uid in written))
         if self._crash_after is not None and self.summary.copied >= self._crash_after:
             os._exit(75)  # tests: die between writing and saving the state, the worst moment
-        self.state.save()
+        self.state.save(soon=True)
 
     def _write_uid_map(self) -> None:
         if self.options.uid_map is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from .model import decode_mutf7
 
 VERSION = 1
+SAVE_INTERVAL = 1.0  # seconds between deferred saves
 
 
 @dataclass
@@ -78,6 +80,7 @@ class StateFile:
         self.source = source
         self.destination = destination
         self.mailboxes: dict[str, MailboxState] = {}
+        self._saved = 0.0
 
     @classmethod
     def load(cls, path: Path, source: str, destination: str) -> StateFile:
@@ -98,7 +101,15 @@ class StateFile:
             self.mailboxes[name] = MailboxState(self)
         return self.mailboxes[name]
 
-    def save(self) -> None:
+    def save(self, soon: bool = False) -> None:
+        """Write the state now; with *soon*, at most once a second (what a killed run did
+        not record is found again: Maildir files have names fixed by their UID, IMAP
+        APPENDs are recorded as pending before they are sent, with a save that is not
+        deferred)."""
+        now = time.monotonic()
+        if soon and now - self._saved < SAVE_INTERVAL:
+            return
+        self._saved = now
         data = {"version": VERSION, "source": self.source, "destination": self.destination,
                 "mailboxes": {n: m.to_json() for n, m in sorted(self.mailboxes.items())}}
         write_json(self.path, data)
