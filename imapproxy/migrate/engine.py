@@ -126,6 +126,9 @@ class Migration:
         if mstate.highestmodseq is not None and status.highestmodseq == mstate.highestmodseq \
                 and status.uidnext == mstate.uidnext and not mstate.pending:
             return plan  # CONDSTORE says nothing changed
+        if status.exists == 0:
+            plan.gone = sorted(mstate.messages)
+            return plan
         present = set(await self.source.all_uids())
         if mstate.highestmodseq is not None and status.highestmodseq is not None:
             metas = await self.source.fetch_meta(changedsince=mstate.highestmodseq)
@@ -149,11 +152,13 @@ class Migration:
 
     async def copy_mailbox(self, plan: Plan) -> None:
         info = plan.info
-        status = await self.source.examine(info.name)
-        if (status.uidvalidity, status.uidnext, status.highestmodseq) != (
-                plan.status.uidvalidity, plan.status.uidnext, plan.status.highestmodseq):
-            plan = await self.plan(info)  # changed since planned
-            status = plan.status
+        status = plan.status
+        if plan.new or plan.changed or plan.gone or plan.reset:
+            status = await self.source.examine(info.name)
+            if (status.uidvalidity, status.uidnext, status.highestmodseq) != (
+                    plan.status.uidvalidity, plan.status.uidnext, plan.status.highestmodseq):
+                plan = await self.plan(info)  # changed since planned
+                status = plan.status
         mstate = self.state.mailbox(info.name)
         self.progress.note(f"{info.display_name}: {len(plan.new)} new, "
                            f"{len(plan.changed)} flag changes, {len(plan.gone)} removed")
@@ -174,6 +179,8 @@ class Migration:
         if missing:
             for uid in missing:
                 del mstate.messages[uid]
+            if self.source.selected != info.name:
+                await self.source.examine(info.name)
             plan.new += await self.source.fetch_meta(uid_set(missing))
         failures_before = len(self.summary.failed)
         await self._copy_new(info, plan.new, mstate)
