@@ -4,13 +4,15 @@ UID map file says where each source UID went; re-runs and killed runs leave no d
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
-from imapproxy.devserver import DovecotServer
+from imapproxy.devserver import DovecotServer, mailbox_arg
 from tests.conftest import Account, make_account
+from tests.mailgen import generated
 from tests.migrate.conftest import (
     MAILBOXES,
     dump,
@@ -71,3 +73,26 @@ def test_killed_run_leaves_no_duplicates_on_imap(
     assert crashed.returncode == 75, crashed.stderr
     assert run_migrate_process(account, url(dest), *args, dest=dest).returncode == 0
     assert_mapped(account, dest, tmp_path / "m.json")
+
+
+def test_uidvalidity_change_replaces_the_copies(
+        account: Account, dovecot: DovecotServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    populate(account)
+    dest = make_account(dovecot)
+    args = ("--state", str(tmp_path / "s.json"), "--uid-map", str(tmp_path / "m.json"),
+            "--log-level", "DEBUG")
+    assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
+    imap = login(account)
+    try:  # a new generation of the mailbox: new UIDVALIDITY, other messages
+        imap.delete(mailbox_arg("Archive/2024"))
+        imap.create(mailbox_arg("Archive/2024"))
+        imap.append(mailbox_arg("Archive/2024"), "(\\Seen)", None, generated(1, 11)[0])
+    finally:
+        imap.logout()
+    assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
+    assert_mapped(account, dest, tmp_path / "m.json")
+    err = capsys.readouterr().err
+    assert account.password not in err and dest.password not in err  # not even at DEBUG
+    sasl = base64.b64encode(f"\0{account.user}\0{account.password}".encode()).decode()
+    assert sasl not in err and "DEBUG" in err
