@@ -171,7 +171,7 @@ class ImapAccount:
 
     async def fetch_meta(self, uids: str = "1:*", changedsince: int | None = None
                          ) -> list[MessageMeta]:
-        items = META_ITEMS + (("MODSEQ",) if "CONDSTORE" in self.capabilities else ())
+        items = self._meta_items()
         args: tuple[Token, ...] = (Atom(uids), ParenList(tuple(Atom(i) for i in items)))
         if changedsince is not None:
             args += (ParenList((Atom("CHANGEDSINCE"), Atom(str(changedsince)))),)
@@ -179,9 +179,13 @@ class ImapAccount:
         metas = [m for m in map(meta_from, answer.untagged) if m is not None]
         return sorted({m.uid: m for m in metas}.values(), key=lambda m: m.uid)
 
+    def _meta_items(self) -> tuple[str, ...]:
+        return META_ITEMS + (("MODSEQ",) if "CONDSTORE" in self.capabilities else ()) \
+            + (("X-GM-MSGID",) if "X-GM-EXT-1" in self.capabilities else ())
+
     async def fetch_messages(self, uids: list[int]) -> list[Message]:
         """One ``UID FETCH set (... BODY.PEEK[])`` for the whole batch (one round trip)."""
-        items = (*META_ITEMS, "BODY.PEEK[]")
+        items = (*self._meta_items(), "BODY.PEEK[]")
         answer = await self.checked(Command(
             "", "FETCH", (Atom(uid_set(uids)), ParenList(tuple(Atom(i) for i in items))),
             uid=True))
@@ -323,7 +327,8 @@ def meta_from(response: Response) -> MessageMeta | None:
     modseq = number_value(modseq_token.items[0]) \
         if isinstance(modseq_token, ParenList) and modseq_token.items else None
     return MessageMeta(uid, normalize_flags(flags), internaldate,
-                       number_value(attrs.get("RFC822.SIZE")) or 0, modseq)
+                       number_value(attrs.get("RFC822.SIZE")) or 0, modseq,
+                       number_value(attrs.get("X-GM-MSGID")))
 
 
 def expand_set(text: str) -> list[int]:

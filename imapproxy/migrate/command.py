@@ -47,8 +47,6 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
                               "(default: next to the state file, .uidmap.json)")
     migrate.add_argument("--batch", type=int, default=100, metavar="N",
                          help="messages per UID FETCH / APPEND batch (default 100)")
-    migrate.add_argument("--gmail-all-mail", action="store_true",
-                         help="also copy Gmail's [Gmail]/All Mail (see docs/migration.md)")
     migrate.set_defaults(func=_cmd_migrate)
     check = commands.add_parser(
         "verify", help="compare two IMAP accounts and list every difference",
@@ -101,7 +99,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     if isinstance(dest, ImapEndpoint):
         uid_map = args.uid_map or state_path.with_suffix(".uidmap.json")
     options = Options(args.mailboxes, args.dry_run, args.batch,
-                      gmail_all_mail=args.gmail_all_mail, uid_map=uid_map)
+                      uid_map=uid_map)
     try:
         summary = asyncio.run(_migrate(source, dest, passwords, state_path, options))
     except MigrateError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .account import ImapAccount, MigrateError
-from .gmail import choose_mailboxes, is_gmail
+from .gmail import choose_mailboxes, is_gmail, not_copied_yet
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
 from .progress import Progress, megabytes
 from .state import MailboxState, StateFile
@@ -42,7 +42,6 @@ class Options:
     dry_run: bool = False
     batch_messages: int = 100
     batch_bytes: int = 16 * 1024 * 1024
-    gmail_all_mail: bool = False
     uid_map: Path | None = None
 
 
@@ -66,6 +65,7 @@ class Summary:
     bytes: int = 0
     flags_updated: int = 0
     removed: int = 0
+    gmail_duplicates: int = 0  # not copied: already copied from another label's folder
     mailboxes: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
@@ -74,6 +74,9 @@ class Summary:
         out = [(f"{self.mailboxes} mailboxes: {self.copied} messages copied "
                 f"({megabytes(self.bytes)}), {self.flags_updated} flag updates, "
                 f"{self.removed} removed")]
+        if self.gmail_duplicates:
+            out.append(f"{self.gmail_duplicates} Gmail messages already copied from another "
+                       "label's folder (one copy each)")
         out += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
         if self.failed:
             out.append(f"{len(self.failed)} messages FAILED:")
@@ -92,12 +95,15 @@ class Migration:
         self.summary = Summary()
         crash = os.environ.get(CRASH_ENV, "")
         self._crash_after = int(crash) if crash.isdigit() else None
+        self.gmail = False
+        self.gmail_copied: set[int] = set()  # X-GM-MSGIDs with a copy in some folder
 
     async def run(self) -> Summary:
         listed = await self.source.list_mailboxes()
-        gmail = is_gmail(self.source.capabilities, listed)
-        chosen, self.summary.skipped = choose_mailboxes(
-            listed, self.options.patterns, gmail, self.options.gmail_all_mail)
+        self.gmail = is_gmail(self.source.capabilities, listed)
+        chosen, self.summary.skipped = choose_mailboxes(listed, self.options.patterns,
+                                                        self.gmail)
+        self.gmail_copied = self.state.gmail_ids()
         plans = [await self.plan(info) for info in chosen]
         self.summary.mailboxes = len(plans)
         if self.options.dry_run:
@@ -174,6 +180,8 @@ class Migration:
             return
         # Settled by prepare (an APPEND that a killed run made): not new any more.
         plan.new = [m for m in plan.new if m.uid not in mstate.messages]
+        # Gone first: on Gmail, a message that lost its label is then copied from All Mail.
+        await self._remove_gone(info, plan, mstate)
         # Copied according to the state but lost on the destination: copy again.
         missing = [u for u in mstate.messages if u not in on_dest]
         if missing:
@@ -183,6 +191,9 @@ class Migration:
                 await self.source.examine(info.name)
             plan.new += await self.source.fetch_meta(uid_set(missing))
         failures_before = len(self.summary.failed)
+        if self.gmail:
+            plan.new, duplicates = not_copied_yet(plan.new, self.gmail_copied)
+            self.summary.gmail_duplicates += duplicates
         await self._copy_new(info, plan.new, mstate)
         for meta in plan.changed:
             copied = mstate.messages.get(meta.uid)
@@ -190,18 +201,21 @@ class Migration:
                 await self.writer.set_flags(info, copied.dest, meta.flags)
                 mstate.record(meta.uid, meta.flags, copied.dest)
                 self.summary.flags_updated += 1
-        gone = [u for u in plan.gone if u in mstate.messages]
-        if gone:
-            await self.writer.remove(info, [mstate.messages[u].dest for u in gone])
-            for uid in gone:
-                del mstate.messages[uid]
-            self.summary.removed += len(gone)
         await self.writer.finish(info, status)
         mstate.uidnext = status.uidnext
         # Only a complete pass may vouch for HIGHESTMODSEQ (else the next run compares all).
         clean = len(self.summary.failed) == failures_before
         mstate.highestmodseq = status.highestmodseq if clean else None
         self.state.save()
+
+    async def _remove_gone(self, info: MailboxInfo, plan: Plan, mstate: MailboxState) -> None:
+        gone = [u for u in plan.gone if u in mstate.messages]
+        if not gone:
+            return
+        await self.writer.remove(info, [mstate.messages[u].dest for u in gone])
+        for uid in gone:
+            self.gmail_copied.discard(mstate.messages.pop(uid).gmail_id or 0)
+        self.summary.removed += len(gone)
 
     async def _copy_new(self, info: MailboxInfo, new: list[MessageMeta],
                         mstate: MailboxState) -> None:
@@ -246,7 +260,10 @@ class Migration:
                         f"{info.display_name} UID {message.meta.uid}: {exc}")
         for message in messages:
             if message.meta.uid in written:
-                mstate.record(message.meta.uid, message.meta.flags, written[message.meta.uid])
+                meta = message.meta
+                mstate.record(meta.uid, meta.flags, written[meta.uid], meta.gmail_id)
+                if meta.gmail_id is not None:
+                    self.gmail_copied.add(meta.gmail_id)
                 self.summary.copied += 1
                 self.summary.bytes += len(message.body)
         self.progress.advance(len(written), sum(len(m.body) for m in messages

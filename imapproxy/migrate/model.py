@@ -42,6 +42,7 @@ class MessageMeta:
     internaldate: str | None = None  # as the server wrote it
     size: int = 0
     modseq: int | None = None
+    gmail_id: int | None = None  # X-GM-MSGID: the same message under several labels
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ SAVE_INTERVAL = 1.0  # seconds between deferred saves
 class Copied:
     flags: tuple[str, ...]
     dest: int  # the message's UID on the destination (the same UID for a Maildir)
+    gmail_id: int | None = None
 
 
 @dataclass
@@ -35,8 +36,11 @@ class MailboxState:
     pending: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     pending_dest_uidnext: int | None = None
 
-    def record(self, uid: int, flags: tuple[str, ...], dest: int) -> None:
-        self.messages[uid] = Copied(tuple(flags), dest)
+    def record(self, uid: int, flags: tuple[str, ...], dest: int,
+               gmail_id: int | None = None) -> None:
+        if gmail_id is None and uid in self.messages:
+            gmail_id = self.messages[uid].gmail_id
+        self.messages[uid] = Copied(tuple(flags), dest, gmail_id)
 
     def forget_messages(self) -> None:
         self.messages.clear()
@@ -59,7 +63,9 @@ class MailboxState:
         return {
             "uidvalidity": self.uidvalidity, "highestmodseq": self.highestmodseq,
             "uidnext": self.uidnext, "dest_uidvalidity": self.dest_uidvalidity,
-            "messages": {str(u): [list(c.flags), c.dest] for u, c in self.messages.items()},
+            "messages": {str(u): [list(c.flags), c.dest, *(
+                [c.gmail_id] if c.gmail_id is not None else [])]
+                for u, c in self.messages.items()},
             "pending": [[u, list(f)] for u, f in self.pending],
             "pending_dest_uidnext": self.pending_dest_uidnext,
         }
@@ -69,7 +75,8 @@ class MailboxState:
         return cls(
             owner, data.get("uidvalidity"), data.get("highestmodseq"), data.get("uidnext"),
             data.get("dest_uidvalidity"),
-            {int(u): Copied(tuple(v[0]), int(v[1])) for u, v in data.get("messages", {}).items()},
+            {int(u): Copied(tuple(v[0]), int(v[1]), int(v[2]) if len(v) > 2 else None)
+             for u, v in data.get("messages", {}).items()},
             [(int(u), tuple(f)) for u, f in data.get("pending", [])],
             data.get("pending_dest_uidnext"))
 
@@ -100,6 +107,11 @@ class StateFile:
         if name not in self.mailboxes:
             self.mailboxes[name] = MailboxState(self)
         return self.mailboxes[name]
+
+    def gmail_ids(self) -> set[int]:
+        """Gmail message ids copied so far, in any mailbox."""
+        return {c.gmail_id for m in self.mailboxes.values() for c in m.messages.values()
+                if c.gmail_id is not None}
 
     def save(self, soon: bool = False) -> None:
         """Write the state now; with *soon*, at most once a second (what a killed run did

@@ -13,7 +13,7 @@ from imapproxy.config import ConfigError
 from imapproxy.migrate.account import Answer, ImapAccount, meta_from, parse_list_entry, status_from
 from imapproxy.migrate.endpoint import ImapEndpoint, MaildirEndpoint, parse_endpoint, read_password
 from imapproxy.migrate.engine import batches
-from imapproxy.migrate.gmail import choose_mailboxes, is_gmail
+from imapproxy.migrate.gmail import choose_mailboxes, is_gmail, not_copied_yet
 from imapproxy.migrate.maildir import MaildirFolder, internaldate_epoch, virtual_size
 from imapproxy.migrate.model import MessageMeta, decode_mutf7, normalize_flags, uid_set
 from imapproxy.migrate.progress import Progress
@@ -47,22 +47,24 @@ def listed(text: bytes) -> list:  # type: ignore[type-arg]
     return out
 
 
-def test_gmail_skips_all_mail_important_and_starred() -> None:
+def test_gmail_skips_views_and_copies_all_mail_last() -> None:
     mailboxes = listed(GMAIL_LIST)
     assert is_gmail(frozenset({"IMAP4REV1", "X-GM-EXT-1"}), mailboxes)
     chosen, skipped = choose_mailboxes(mailboxes, [], gmail=True)
     assert [m.name for m in chosen] == [
         "INBOX", "[Gmail]/Drafts", "[Gmail]/Sent Mail", "[Gmail]/Spam", "[Gmail]/Trash",
-        "Work/Project &AOk-t&AOk-"]
-    assert set(skipped) == {"[Gmail]/All Mail", "[Gmail]/Important", "[Gmail]/Starred"}
-    with_all, _ = choose_mailboxes(mailboxes, [], gmail=True, all_mail=True)
-    assert "[Gmail]/All Mail" in [m.name for m in with_all]
+        "Work/Project &AOk-t&AOk-", "[Gmail]/All Mail"]
+    assert set(skipped) == {"[Gmail]/Important", "[Gmail]/Starred"}
+    metas = [MessageMeta(1, (), gmail_id=7), MessageMeta(2, (), gmail_id=8),
+             MessageMeta(3, ())]
+    keep, left_out = not_copied_yet(metas, {7})
+    assert [m.uid for m in keep] == [2, 3] and left_out == 1
 
 
 def test_other_servers_keep_every_folder_and_patterns_use_decoded_names() -> None:
     mailboxes = listed(GMAIL_LIST)
     chosen, _ = choose_mailboxes(mailboxes, [], gmail=False)
-    assert len(chosen) == 9  # all but the \Noselect one
+    assert len(chosen) == 9 and chosen[-1].name == "Work/Project &AOk-t&AOk-"  # LIST order
     chosen, skipped = choose_mailboxes(mailboxes, ["Work/*été"], gmail=False)
     assert [m.display_name for m in chosen] == ["Work/Project été"]
     assert skipped["INBOX"] == "not matched by --mailboxes"
@@ -118,8 +120,9 @@ def test_tolerant_parsing_of_odd_answers() -> None:
     assert meta_from(parse_response(b"* 3 FETCH (FLAGS (\\Seen))\r\n")) is None
     meta = meta_from(parse_response(
         b'* 3 FETCH (UID 9 FLAGS (\\SEEN \\Recent $Junk) RFC822.SIZE 12 MODSEQ (77) '
-        b'INTERNALDATE " 4-Mar-2024 09:30:00 +0100")\r\n'))
-    assert meta == MessageMeta(9, ("$Junk", "\\Seen"), " 4-Mar-2024 09:30:00 +0100", 12, 77)
+        b'INTERNALDATE " 4-Mar-2024 09:30:00 +0100" X-GM-MSGID 1278455344230334865)\r\n'))
+    assert meta == MessageMeta(9, ("$Junk", "\\Seen"), " 4-Mar-2024 09:30:00 +0100", 12, 77,
+                               1278455344230334865)
     answer = Answer([parse_response(b"* OK [UIDVALIDITY 5] x\r\n"),
                      parse_response(b"* 4 EXISTS\r\n")], StatusResponse("U1", "OK"))
     status = status_from(answer)
