@@ -1,10 +1,9 @@
 """``imapproxy verify``: compare two IMAP accounts mailbox by mailbox.
 
-Messages are paired by UID when both sides have the same UIDVALIDITY (a Maildir migration
-keeps UIDs), else by the SHA-256 of their bytes (an IMAP destination gives new UIDs). Each
-difference is one of: missing (on the source only), extra (on the destination only), flags
-(paired, flags differ) or content (same UID, different bytes); mailboxes present on one
-side only are missing/extra too."""
+Messages are paired by the SHA-256 of their bytes (an IMAP destination gives new UIDs),
+preferring the same UID. Each difference is one of: missing (on the source only), extra (on
+the destination only), flags (paired, flags differ) or content (same UIDVALIDITY and UID,
+different bytes); mailboxes present on one side only are missing/extra too."""
 
 from __future__ import annotations
 
@@ -43,35 +42,36 @@ async def snapshot(account: ImapAccount, name: str) -> Snapshot:
 
 
 def compare(mailbox: str, source: Snapshot, dest: Snapshot) -> list[Difference]:
-    diffs: list[Difference] = []
-    if source.uidvalidity == dest.uidvalidity:
-        for uid in sorted(source.messages.keys() | dest.messages.keys()):
-            a, b = source.messages.get(uid), dest.messages.get(uid)
-            if b is None:
-                diffs.append(Difference("missing", mailbox, f"UID {uid}"))
-            elif a is None:
-                diffs.append(Difference("extra", mailbox, f"UID {uid}"))
-            else:
-                if a[1] != b[1]:
-                    diffs.append(Difference("content", mailbox, f"UID {uid} sha256 {a[1][:12]} "
-                                                                f"!= {b[1][:12]}"))
-                if a[0].flags != b[0].flags:
-                    diffs.append(_flags(mailbox, f"UID {uid}", a[0], b[0]))
-        return diffs
+    """Pair messages by content (SHA-256), preferring the same UID; what stays unpaired is
+    missing or extra, or, under the same UIDVALIDITY and UID, a content difference."""
+    same_uids = source.uidvalidity == dest.uidvalidity
     by_hash: dict[str, list[MessageMeta]] = {}
-    for meta, digest in dest.messages.values():
+    for uid in sorted(dest.messages):
+        meta, digest = dest.messages[uid]
         by_hash.setdefault(digest, []).append(meta)
+    diffs: list[Difference] = []
+    unpaired: list[tuple[MessageMeta, str]] = []
     for uid in sorted(source.messages):
         meta, digest = source.messages[uid]
-        candidates = by_hash.get(digest)
+        candidates = by_hash.get(digest, [])
         if not candidates:
-            diffs.append(Difference("missing", mailbox, f"UID {uid} sha256 {digest[:12]}"))
+            unpaired.append((meta, digest))
             continue
-        other = candidates.pop(0)
+        other = next((c for c in candidates if same_uids and c.uid == uid), candidates[0])
+        candidates.remove(other)
         if meta.flags != other.flags:
-            diffs.append(_flags(mailbox, f"UID {uid} (dest UID {other.uid})", meta, other))
-    for rest in by_hash.values():
-        diffs.extend(Difference("extra", mailbox, f"dest UID {m.uid}") for m in rest)
+            which = f"UID {uid}" if other.uid == uid else f"UID {uid} (dest UID {other.uid})"
+            diffs.append(_flags(mailbox, which, meta, other))
+    left = {m.uid: m for metas in by_hash.values() for m in metas}
+    for meta, digest in unpaired:
+        if same_uids and meta.uid in left:
+            left.pop(meta.uid)
+            other_digest = dest.messages[meta.uid][1]
+            diffs.append(Difference("content", mailbox, f"UID {meta.uid} sha256 "
+                                                        f"{digest[:12]} != {other_digest[:12]}"))
+        else:
+            diffs.append(Difference("missing", mailbox, f"UID {meta.uid} sha256 {digest[:12]}"))
+    diffs += [Difference("extra", mailbox, f"dest UID {uid}") for uid in sorted(left)]
     return diffs
 
 

@@ -43,7 +43,7 @@ def test_verify_reports_every_kind_of_difference(
     out, err = capsys.readouterr()
     assert code == 1, err
     assert "missing: INBOX: UID 6" in out
-    assert "extra: INBOX: UID 11" in out
+    assert "extra: INBOX: dest UID 11" in out
     assert "content: INBOX: UID 5" in out
     assert "flags: INBOX: UID 8" in out
     assert out.count("\n") == 4, out
