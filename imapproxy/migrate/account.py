@@ -117,10 +117,10 @@ class ImapAccount:
     # --- mailboxes ------------------------------------------------------------------------
 
     async def list_mailboxes(self) -> list[MailboxInfo]:
-        """Every mailbox (LIST "" "*"), marked subscribed from LSUB."""
+        """Every mailbox (LIST "" "*"), marked subscribed from LSUB (or, on servers that
+        dropped LSUB like IMAP4rev2 ones, ``LIST (SUBSCRIBED)`` of LIST-EXTENDED)."""
         listed = await self.checked(Command("", "LIST", (Quoted(b""), Quoted(b"*"))))
-        subscribed = await self.checked(Command("", "LSUB", (Quoted(b""), Quoted(b"*"))))
-        subs = {e.name for e in map(parse_list_entry, subscribed.data("LSUB")) if e is not None}
+        subs = await self.subscriptions()
         out: list[MailboxInfo] = []
         for response in listed.data("LIST"):
             entry = parse_list_entry(response)
@@ -132,6 +132,29 @@ class ImapAccount:
         out.extend(MailboxInfo(name, None, frozenset({"\\NONEXISTENT"}), True)
                    for name in sorted(subs - known))
         return out
+
+    async def subscriptions(self, *, use_lsub: bool = True) -> set[str]:
+        if use_lsub:
+            answer = await self.command(Command("", "LSUB", (Quoted(b""), Quoted(b"*"))))
+            if answer.ok:
+                return {e.name for e in map(parse_list_entry, answer.data("LSUB"))
+                        if e is not None}
+        if "LIST-EXTENDED" not in self.capabilities:
+            log.warning("the server has neither LSUB nor LIST-EXTENDED: no subscriptions")
+            return set()
+        answer = await self.checked(Command("", "LIST", (
+            ParenList((Atom("SUBSCRIBED"),)), Quoted(b""), Quoted(b"*"))))
+        return {e.name for e in map(parse_list_entry, answer.data("LIST"))
+                if e is not None and "\\SUBSCRIBED" in e.attributes}
+
+    async def delimiter(self) -> str | None:
+        """The hierarchy separator (``LIST "" ""``); None for a flat server."""
+        answer = await self.command(Command("", "LIST", (Quoted(b""), Quoted(b""))))
+        for response in answer.data("LIST"):
+            entry = parse_list_entry(response)
+            if entry is not None:
+                return entry.delimiter
+        return None
 
     async def examine(self, name: str) -> MailboxStatus:
         args: tuple[Token, ...] = (mailbox_token(name),)

@@ -14,18 +14,35 @@ from .model import MailboxInfo, MailboxStatus, Message
 from .state import MailboxState
 
 
+def translate(name: str, source_delimiter: str | None, dest_delimiter: str | None) -> str:
+    """*name* with the destination's hierarchy separator (Courier's ``INBOX.Sent`` becomes
+    ``INBOX/Sent`` on a ``/`` server), so the hierarchy survives the move."""
+    if not source_delimiter or not dest_delimiter or source_delimiter == dest_delimiter:
+        return name
+    return dest_delimiter.join(name.split(source_delimiter))
+
+
 class ImapWriter:
     def __init__(self, account: ImapAccount) -> None:
         self.account = account
         self.uidvalidity: dict[str, int] = {}
+        self.delimiter: str | None = None
+        self._asked_delimiter = False
+
+    async def _name(self, info: MailboxInfo) -> str:
+        if not self._asked_delimiter:
+            self._asked_delimiter = True
+            self.delimiter = await self.account.delimiter()
+        return translate(info.name, info.delimiter, self.delimiter)
 
     async def prepare(self, info: MailboxInfo, status: MailboxStatus,
                       state: MailboxState) -> set[int]:
         """Create and select the mailbox; settle a pending APPEND from a run that was cut
         short. Returns the source UIDs known to be on the destination."""
-        if info.name.upper() != "INBOX":
-            await self.account.create(info.name)
-        dest = await self.account.select(info.name)
+        name = await self._name(info)
+        if name.upper() != "INBOX":
+            await self.account.create(name)
+        dest = await self.account.select(name)
         if state.dest_uidvalidity not in (None, dest.uidvalidity):
             state.forget_messages()  # the destination lost its UIDs: copy everything again
         state.dest_uidvalidity = dest.uidvalidity
@@ -40,10 +57,15 @@ class ImapWriter:
 
     async def write(self, info: MailboxInfo, messages: list[Message], state: MailboxState
                     ) -> dict[int, int]:
-        uidnext = await self.account.uidnext(info.name)
+        name = await self._name(info)
+        uidnext = await self.account.uidnext(name)
         state.set_pending([(m.meta.uid, m.meta.flags) for m in messages], uidnext)
         state.save()
-        validity, new_uids = await self.account.append(info.name, messages)
+        try:
+            validity, new_uids = await self.account.append(name, messages)
+        except MigrateError:
+            state.clear_pending()  # refused (MULTIAPPEND adds all or nothing)
+            raise
         if len(new_uids) != len(messages):
             # No UIDPLUS: find them the same way a re-run would.
             new_uids = (await self.account.uids_from(uidnext))[:len(messages)]
@@ -66,7 +88,7 @@ class ImapWriter:
     async def set_subscriptions(self, mailboxes: list[MailboxInfo]) -> None:
         for mailbox in mailboxes:
             if mailbox.subscribed:
-                await self.account.subscribe(mailbox.name)
+                await self.account.subscribe(await self._name(mailbox))
 
     async def close(self) -> None:
         await self.account.logout()
