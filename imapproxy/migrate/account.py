@@ -35,6 +35,14 @@ class MigrateError(Exception):
     """A migration step failed; str() says which and why."""
 
 
+class ConnectionLost(MigrateError):
+    """The connection of ``account`` broke: its state is unknown, a new one is needed."""
+
+    def __init__(self, message: str, account: ImapAccount) -> None:
+        super().__init__(message)
+        self.account = account
+
+
 @dataclass(frozen=True)
 class Answer:
     untagged: list[Response]
@@ -96,7 +104,7 @@ class ImapAccount:
                     else:
                         untagged.append(item.response)
             except (UpstreamLost, UpstreamUnavailable) as exc:
-                raise MigrateError(f"{command.full_name}: {exc}") from None
+                raise ConnectionLost(f"{command.full_name}: {exc}", self) from None
             assert final is not None
             if final.status != "OK" and is_throttled(final.code, final.text):
                 delay = self.backoff.throttled()

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import platformdirs
@@ -114,20 +115,29 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 async def _migrate(source: ImapEndpoint, dest: Endpoint, passwords: dict[str, str],
                    state_path: Path, options: Options) -> Summary:
-    reader = await ImapAccount.connect(source, passwords["from"])
+    def connect_source() -> Awaitable[ImapAccount]:
+        return ImapAccount.connect(source, passwords["from"])
+
+    def connect_dest() -> Awaitable[ImapAccount]:
+        assert isinstance(dest, ImapEndpoint)
+        return ImapAccount.connect(dest, passwords["to"])
+
+    migration: Migration | None = None
+    reader = await connect_source()
     writer: Writer
     try:
         if isinstance(dest, MaildirEndpoint):
             writer = MaildirWriter(dest.path)
         else:
-            writer = ImapWriter(await ImapAccount.connect(dest, passwords["to"]))
+            writer = ImapWriter(await connect_dest(), connect_dest)
         state = StateFile.load(state_path, str(source), str(dest))
+        migration = Migration(reader, writer, state, options, Progress(), connect_source)
         try:
-            return await Migration(reader, writer, state, options, Progress()).run()
+            return await migration.run()
         finally:
             await writer.close()
     finally:
-        await reader.logout()
+        await (migration.source if migration is not None else reader).logout()
 
 
 def _default_state(source: ImapEndpoint, dest: Endpoint) -> Path:

@@ -8,12 +8,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from .account import ImapAccount, MigrateError
+from .account import ConnectionLost, ImapAccount, MigrateError
 from .gmail import choose_mailboxes, is_gmail, not_copied_yet
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
 from .progress import Progress, megabytes
@@ -21,6 +21,8 @@ from .state import MailboxState, StateFile
 
 log = logging.getLogger(__name__)
 
+RECONNECTS = 3  # new connections per step after a lost one
+T = TypeVar("T")
 CRASH_ENV = "IMAPPROXY_MIGRATE_CRASH_AFTER"  # tests: exit abruptly after N messages written
 
 
@@ -33,6 +35,7 @@ class Writer(Protocol):
     async def remove(self, info: MailboxInfo, dests: list[int]) -> None: ...
     async def finish(self, info: MailboxInfo, status: MailboxStatus) -> None: ...
     async def set_subscriptions(self, mailboxes: list[MailboxInfo]) -> None: ...
+    async def reconnect(self) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -86,8 +89,10 @@ class Summary:
 
 class Migration:
     def __init__(self, source: ImapAccount, writer: Writer, state: StateFile,
-                 options: Options, progress: Progress) -> None:
+                 options: Options, progress: Progress,
+                 reconnect: Callable[[], Awaitable[ImapAccount]] | None = None) -> None:
         self.source = source
+        self.reconnect = reconnect
         self.writer = writer
         self.state = state
         self.options = options
@@ -104,20 +109,45 @@ class Migration:
         chosen, self.summary.skipped = choose_mailboxes(listed, self.options.patterns,
                                                         self.gmail)
         self.gmail_copied = self.state.gmail_ids()
-        plans = [await self.plan(info) for info in chosen]
+        plans = [await self._retrying(info, self.plan) for info in chosen]
         self.summary.mailboxes = len(plans)
         if self.options.dry_run:
             self._print_plans(plans)
             return self.summary
         self.progress.start(sum(len(p.new) for p in plans), sum(p.size for p in plans))
         for plan in plans:
-            await self.copy_mailbox(plan)
+            await self._retrying(plan.info, self.copy_mailbox, plan)
             self._write_uid_map()
         subscribed = [m for m in listed if m.subscribed and (
             m in chosen or not m.selectable)]
         await self.writer.set_subscriptions(subscribed)
         self.progress.finish()
         return self.summary
+
+    async def _retrying(self, info: MailboxInfo, step: Callable[..., Awaitable[T]],
+                        *args: object) -> T:
+        """``step(info or plan)``, again on new connections when one breaks (up to
+        RECONNECTS times, waiting 1, 2, 4 s): the state makes a step safe to redo, and a
+        copy step is re-planned first, the source having maybe changed meanwhile."""
+        for attempt in range(RECONNECTS + 1):
+            try:
+                if attempt and args:
+                    args = (await self.plan(info),)
+                return await step(*(args or (info,)))
+            except ConnectionLost as exc:
+                if attempt == RECONNECTS:
+                    raise
+                self.progress.note(f"{info.display_name}: connection lost ({exc}); "
+                                   "reconnecting")
+                await asyncio.sleep(2.0 ** attempt)
+                if exc.account is self.source:
+                    if self.reconnect is None:
+                        raise
+                    self.source.conn.close()
+                    self.source = await self.reconnect()
+                elif not await self.writer.reconnect():
+                    raise
+        raise AssertionError("unreachable")
 
     async def plan(self, info: MailboxInfo) -> Plan:
         """What to do for one mailbox, from the source and the state file (not the

@@ -9,6 +9,8 @@ APPEND order) instead of appending it again.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from .account import ImapAccount, MigrateError
 from .model import MailboxInfo, MailboxStatus, Message
 from .state import MailboxState
@@ -23,11 +25,21 @@ def translate(name: str, source_delimiter: str | None, dest_delimiter: str | Non
 
 
 class ImapWriter:
-    def __init__(self, account: ImapAccount) -> None:
+    def __init__(self, account: ImapAccount,
+                 connect: Callable[[], Awaitable[ImapAccount]] | None = None) -> None:
         self.account = account
+        self._connect = connect
         self.uidvalidity: dict[str, int] = {}
         self.delimiter: str | None = None
         self._asked_delimiter = False
+
+    async def reconnect(self) -> bool:
+        """A new connection after a lost one (False: cannot)."""
+        if self._connect is None:
+            return False
+        self.account.conn.close()
+        self.account = await self._connect()
+        return True
 
     async def _name(self, info: MailboxInfo) -> str:
         if not self._asked_delimiter:

@@ -223,6 +223,9 @@ class MaildirWriter:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(self.root / "subscriptions", text.encode("utf-8"))
 
+    async def reconnect(self) -> bool:
+        return False  # nothing to reconnect
+
     async def close(self) -> None:
         return None
 
