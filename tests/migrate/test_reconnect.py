@@ -3,9 +3,9 @@ re-planned and finished, in the same run: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,8 +38,10 @@ class KickingWriter(MaildirWriter):
         written = await super().write(info, messages, state)
         if not self.kicked:
             self.kicked = True
-            subprocess.run([DOVEADM, "-c", str(self.server.config_file), "kick", self.user],
-                           check=True, capture_output=True, timeout=30)
+            kick = await asyncio.create_subprocess_exec(
+                DOVEADM, "-c", str(self.server.config_file), "kick", self.user,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            assert await asyncio.wait_for(kick.wait(), 30) == 0
         return written
 
 
