@@ -168,15 +168,17 @@ class Migration:
         present = set(await self.source.all_uids())
         if mstate.highestmodseq is not None and status.highestmodseq is not None:
             metas = await self.source.fetch_meta(changedsince=mstate.highestmodseq)
+            expected = present - set(mstate.messages)  # at least the new ones
         else:
             metas = await self.source.fetch_meta()
-            # A response the server mangled (seen through buggy proxies) must not make a
-            # message look absent: ask again for what SEARCH has but FETCH did not give.
-            lost = sorted(present - {m.uid for m in metas})
-            if lost:
-                log.warning("%s: no metadata for %d messages; asking again",
-                            info.display_name, len(lost))
-                metas += await self.source.fetch_meta(uid_set(lost))
+            expected = present
+        # A response the server mangled (seen through buggy proxies) must not make a
+        # message look absent: ask again for what SEARCH has but FETCH did not give.
+        lost = sorted(expected - {m.uid for m in metas})
+        if lost:
+            log.warning("%s: no metadata for %d messages; asking again",
+                        info.display_name, len(lost))
+            metas += await self.source.fetch_meta(uid_set(lost))
         for meta in metas:
             copied = mstate.messages.get(meta.uid)
             if copied is None:
