@@ -18,9 +18,10 @@ from .endpoint import Endpoint, ImapEndpoint, MaildirEndpoint, parse_endpoint, r
 from .engine import Migration, Options, Summary, Writer
 from .imap_dest import ImapWriter
 from .maildir import MaildirWriter
+from .maildir_reader import MaildirTree
 from .progress import Progress
 from .state import StateFile
-from .verify import verify
+from .verify import ImapSide, verify
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     migrate.set_defaults(func=_cmd_migrate)
     check = commands.add_parser(
         "verify", help="compare two IMAP accounts and list every difference",
-        description="Compare mailboxes, UIDs (or SHA-256 when UIDVALIDITY differs), flags "
-                    "and message bytes; exit status 1 when anything differs.")
+        description="Compare mailboxes, messages (paired by SHA-256, same UID preferred), "
+                    "flags and bytes; exit status 1 when anything differs.")
     _common(check)
-    check.add_argument("--to", required=True, help="imap[s]://USER@HOST[:PORT]")
+    check.add_argument("--to", required=True,
+                       help="imap[s]://USER@HOST[:PORT], or maildir:PATH (read directly)")
     check.set_defaults(func=_cmd_verify)
 
 
@@ -151,11 +153,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         source, dest = _endpoints(args)
-        if not isinstance(dest, ImapEndpoint):
-            raise ConfigError("--to", "verify compares two IMAP accounts (serve a Maildir "
-                                      "with Dovecot to check it)")
         passwords = (read_password("from", PASSWORD_ENV["from"], args.from_password_file),
-                     read_password("to", PASSWORD_ENV["to"], args.to_password_file))
+                     read_password("to", PASSWORD_ENV["to"], args.to_password_file)
+                     if isinstance(dest, ImapEndpoint) else "")
     except ConfigError as exc:
         print(f"imapproxy verify: {exc}", file=sys.stderr)
         return 2
@@ -163,9 +163,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
         a = await ImapAccount.connect(source, passwords[0])
         try:
+            if isinstance(dest, MaildirEndpoint):
+                tree = MaildirTree(dest.path, await a.delimiter() or "/")
+                return [str(d) for d in await verify(a, tree, args.mailboxes)]
             b = await ImapAccount.connect(dest, passwords[1])
             try:
-                return [str(d) for d in await verify(a, b, args.mailboxes)]
+                return [str(d) for d in await verify(a, ImapSide(b), args.mailboxes)]
             finally:
                 await b.logout()
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from .account import ImapAccount
 from .engine import batches
@@ -80,19 +81,37 @@ def _flags(mailbox: str, which: str, a: MessageMeta, b: MessageMeta) -> Differen
                                         f"{' '.join(b.flags) or '()'}")
 
 
-async def verify(source: ImapAccount, dest: ImapAccount,
+class Side(Protocol):
+    """One account as verify reads it (an IMAP account, or a Maildir tree)."""
+
+    async def mailbox_names(self) -> set[str]: ...
+    async def snapshot(self, name: str) -> Snapshot: ...
+
+
+class ImapSide:
+    def __init__(self, account: ImapAccount) -> None:
+        self.account = account
+
+    async def mailbox_names(self) -> set[str]:
+        return {m.name for m in await self.account.list_mailboxes() if m.selectable}
+
+    async def snapshot(self, name: str) -> Snapshot:
+        return await snapshot(self.account, name)
+
+
+async def verify(source: ImapAccount, dest: Side,
                  patterns: list[str] | None = None) -> list[Difference]:
     from .gmail import choose_mailboxes, is_gmail
     listed = await source.list_mailboxes()
     chosen, _ = choose_mailboxes(listed, patterns or [], is_gmail(source.capabilities, listed))
-    dest_names = {m.name for m in await dest.list_mailboxes() if m.selectable}
+    dest_names = await dest.mailbox_names()
     diffs: list[Difference] = []
     for info in chosen:
         if info.name not in dest_names:
             diffs.append(Difference("missing", info.display_name, "mailbox"))
             continue
         diffs += compare(info.display_name, await snapshot(source, info.name),
-                         await snapshot(dest, info.name))
+                         await dest.snapshot(info.name))
     chosen_names = {m.name for m in chosen}
     if not patterns:
         diffs += [Difference("extra", MailboxInfo(n, None).display_name, "mailbox")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,27 @@ def test_verify_pairs_by_content_across_uidvalidity(
                        dest=other, command="verify") == 1
     out = capsys.readouterr().out.splitlines()
     assert out == ["flags: Box: UID 2 (dest UID 3): \\Seen != ()"]
+
+
+def test_verify_reads_a_maildir_directly(
+        account: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--to maildir:PATH``: checked before any Dovecot serves it; LF-only files (as
+    Dovecot writes them) compare as served, with CRLF."""
+    populate(account)
+    path = tmp_path / "Maildir"
+    assert run_migrate(monkeypatch, account, f"maildir:{path}") == 0
+    assert run_migrate(monkeypatch, account, f"maildir:{path}", command="verify") == 0
+    cur = path / ".Archive.2024" / "cur"
+    files = {name.split("V")[0].split(".M")[1]: name for name in os.listdir(cur)}
+    (cur / files["1"]).write_bytes((cur / files["1"]).read_bytes().replace(b"\r\n", b"\n"))
+    (cur / files["2"]).write_bytes(b"Subject: other\r\n\r\nbody\r\n")
+    (cur / files["3"]).unlink()
+    os.rename(cur / files["4"], cur / (files["4"].split(":2,")[0] + ":2,FS"))
+    (cur / "1700000000.Mextra.host:2,S").write_bytes(b"Subject: new\r\n\r\nx\r\n")
+    capsys.readouterr()
+    assert run_migrate(monkeypatch, account, f"maildir:{path}", command="verify") == 1
+    out = sorted(capsys.readouterr().out.splitlines())
+    assert [re.sub(r"(UID \d+).*", r"\1", line) for line in out] == [
+        "content: Archive/2024: UID 2", "extra: Archive/2024: dest UID 7",
+        "flags: Archive/2024: UID 4", "missing: Archive/2024: UID 3"], out
