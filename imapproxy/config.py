@@ -5,6 +5,7 @@ Every setting here is documented with its default in conf/imapproxy.toml.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -19,6 +20,7 @@ import platformdirs
 
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
+LogFormat = Literal["text", "kv", "json"]
 
 
 class ConfigError(Exception):
@@ -28,6 +30,24 @@ class ConfigError(Exception):
         super().__init__(f"config error: {setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+@dataclass(frozen=True)
+class UpstreamPoolConfig:
+    """Upstream connection management (imapproxy/upstream/pool.py, docs/upstream.md)."""
+
+    reuse_idle_seconds: float = 60.0  # keep a logged-out user's connection this long (0 = off)
+    max_connections: int = 0  # upstream connections over all users (0 = no cap)
+    max_connections_per_user: int = 0  # upstream connections per user (0 = no cap)
+    queue_timeout: float = 30.0  # a login waits this long for a free connection slot
+    throttle_initial: float = 0.05  # back-off after [THROTTLED], doubled each time...
+    throttle_max: float = 16.0  # ...up to this
+    throttle_shrink_after: float = 0.5  # halved after this long without a throttle
+    slow_response_seconds: float = 0.0  # a slower first response counts as throttling (0 = off)
+    breaker_failures: int = 5  # consecutive upstream failures that open the breaker (0 = off)
+    breaker_cooldown: float = 30.0  # seconds the breaker stays open before a probe
+    degraded_reads: bool = False  # keep a session whose upstream died, serving cached reads
+    shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,7 @@ class UpstreamConfig:
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
+    pool: UpstreamPoolConfig = field(default_factory=UpstreamPoolConfig)
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    """Metrics, log format and the admin socket (imapproxy/observability/)."""
+
+    log_format: LogFormat = "text"
+    metrics_bind: tuple[str, int] | None = None  # off by default
+    admin_socket: Path | None = None  # None: <cache dir>/admin.sock
+    admin_enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
@@ -82,6 +113,13 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+
+    @property
+    def admin_socket(self) -> Path | None:
+        if not self.observability.admin_enabled:
+            return None
+        return self.observability.admin_socket or self.cache_dir / "admin.sock"
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,9 +243,11 @@ class Overrides:
     log_level: str | None = None
 
 
-_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
+_TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
+             "metrics", "admin")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands")
+                  "prefetch_count", "rate_limit", "max_concurrent_commands",
+                  *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
 _CACHE_KEYS = ("dir", "max_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
@@ -557,7 +597,23 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),
+        pool=_load_pool(table),
     )
+
+
+def _load_pool(table: _Table) -> UpstreamPoolConfig:
+    """The connection-management keys of [upstream], each checked by its default's type."""
+    values: dict[str, Any] = {}
+    for name, default in dataclasses.asdict(UpstreamPoolConfig()).items():
+        if isinstance(default, bool):
+            value: Any = table.boolean(name)
+        elif isinstance(default, int):
+            value = table.non_negative(name, int)
+        else:
+            value = table.non_negative(name, float)
+        if value is not None:
+            values[name] = type(default)(value)
+    return UpstreamPoolConfig(**values)
 
 
 def _load_limits(root: _Table) -> LimitsConfig:
@@ -605,6 +661,26 @@ def _load_cache(table: _Table | None) -> CacheConfig:
     return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
 
 
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")
+
+
+def _load_observability(root: _Table) -> ObservabilityConfig:
+    log_format = root.string("log_format") or "text"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, "
+                                        f"not {log_format!r}")
+    metrics = root.subtable("metrics", ("bind",))
+    bind = metrics.string("bind") if metrics is not None else None
+    admin = root.subtable("admin", ("socket", "enabled"))
+    enabled = admin.boolean("enabled") if admin is not None else None
+    return ObservabilityConfig(
+        log_format=log_format,  # checked against LOG_FORMATS
+        metrics_bind=parse_bind(bind, "metrics.bind") if bind else None,
+        admin_socket=admin.path("socket") if admin is not None else None,
+        admin_enabled=True if enabled is None else enabled,
+    )
+
+
 def load_config(path: Path | None, overrides: Overrides | None = None) -> Config:
     """Build the Config from an optional TOML file and command-line overrides.
 
@@ -637,4 +713,5 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         limits=limits,
         log_level=log_level,
         cache=_load_cache(cache),
+        observability=_load_observability(root),
     )

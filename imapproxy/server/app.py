@@ -11,7 +11,10 @@ import ssl
 
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
+from ..observability.admin import AdminServer
+from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,13 @@ class ProxyApp:
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
+        self.metrics = Metrics()
+        self.metrics.watch_cache(lambda: self.cache)
+        self.pool.on_event = self.metrics.upstream_event
+        self.metrics_bound: tuple[str, int] | None = None
+        self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -53,6 +63,7 @@ class ProxyApp:
         except OSError as exc:
             raise OSError(exc.errno, f"cache.dir {self.config.cache_dir}: "
                                      f"{exc.strerror or exc}") from exc
+        await self._start_operator_endpoints()
         for listener in self.config.listeners:
             tls = server_tls_context(listener)
             try:
@@ -69,9 +80,26 @@ class ProxyApp:
             self.servers.append(server)
             log.info("listening on %s (tls=%s)", listener.bind, listener.tls)
 
+    async def _start_operator_endpoints(self) -> None:
+        """The metrics endpoint (when configured) and the admin socket (see observability/)."""
+        bind = self.config.observability.metrics_bind
+        if bind is not None:
+            try:
+                self.metrics_bound = self.metrics.serve(*bind)
+            except OSError as exc:
+                raise OSError(exc.errno, f"metrics.bind {bind[0]}:{bind[1]}: "
+                                         f"{exc.strerror or exc}") from exc
+            log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
+        path = self.config.admin_socket
+        if path is not None:
+            admin = AdminServer(path, lambda: list(self.sessions))
+            if await admin.start():
+                self.admin = admin
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
+                          self.metrics, self.pool)
         self.sessions.add(session)
         try:
             await session.run()
@@ -95,6 +123,11 @@ class ProxyApp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
         self.servers.clear()
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        self.metrics.close()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None

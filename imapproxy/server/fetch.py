@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..cache import IndexEntry, MailboxCache, MessageStream
+from ..cache.inflight import wait_all
 from ..errors import UpstreamUnavailable
 from ..mime.part import HAS_NULS, Part
 from ..mime.render import (
@@ -48,6 +49,7 @@ WINDOW_MESSAGES = 256  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
 STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
 STREAM_CHUNK = 256 * 1024
+WRITE_BATCH = 256 * 1024  # FETCH responses joined into one write up to about this size
 STREAMED = b"\0streamed\0"  # placeholder for the streamed value inside a response head
 SEEN = "\\SEEN"
 
@@ -190,27 +192,43 @@ class ContentFetch:
                       by_uid: bool) -> None:
         streams = await self._streams(rows, request)
         try:
-            bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
-            # Large bodies just fetched are in the cache now: serve them from there too,
-            # rather than holding them while a slow client reads.
-            fetched = await self._streams([r for r in rows if r.uid in bodies], request, bodies)
+            bodies, settled = await self._bodies([r.uid for r in rows if r.uid not in streams])
+            # Large bodies just fetched (by this session, or by another one it waited for)
+            # are in the cache now: serve them from there too, rather than holding them
+            # while a slow client reads.
+            fresh = [r for r in rows if r.uid in bodies or r.uid in settled]
+            await self._learn_sizes(fresh, bodies)
+            fetched = await self._streams(fresh, request, bodies)
             for uid in fetched:
-                del bodies[uid]
+                bodies.pop(uid, None)
             streams.update(fetched)
+            unread = [uid for uid in settled if uid not in streams]
+            if unread:
+                bodies.update(await self._cached_or_fetched(unread))
             if sets_seen:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
             whole = all(_whole_message(i) for i in request.items)
             structures = {} if whole else await self._structures(bodies)
+            # Responses go out in batches: one socket write for many small messages.
+            batch: list[bytes] = []
+            batched = 0
             for row in rows:
                 stream = streams.get(row.uid)
                 if stream is not None:
+                    self._flush(batch)
+                    batched = 0
                     await self._stream_response(row, request.items, stream, by_uid)
                     continue
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
                 render = _Renderer(raw, structures.get(row.uid, b""))
-                self.write(_fetch_response(row, request.items, render, by_uid))
+                batch.append(_fetch_response(row, request.items, render, by_uid))
+                batched += len(batch[-1])
+                if batched >= WRITE_BATCH:
+                    self._flush(batch)
+                    batched = 0
+            self._flush(batch)
             await self.drain()
         finally:
             for stream in streams.values():
@@ -220,16 +238,18 @@ class ContentFetch:
                        fetched: dict[int, bytes] | None = None) -> dict[int, MessageStream]:
         """Cached large messages whose answer needs nothing but their whole bytes, stored
         exactly as served (CRLF, no NUL): those are copied from the cache file to the client
-        in chunks, never held in memory whole. ``fetched``: bodies just read from upstream."""
+        in chunks, never held in memory whole. ``fetched``: bodies just read from upstream
+        (checked as they are; the others are checked in the index)."""
         if self.cache is None or not all(_whole_message(i) for i in request.items):
             return {}
+        fetched = fetched or {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
-        if fetched is not None:
-            plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
-        else:
-            index = await self.cache.aindex(large) if large else {}
-            plain = {uid for uid, entry in index.items()
-                     if entry.structure and stored_as_served(entry.structure, entry.size)}
+        plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
+        unknown = [uid for uid in large if uid not in fetched]
+        if unknown:
+            index = await self.cache.aindex(unknown)
+            plain.update(uid for uid, entry in index.items()
+                         if entry.structure and stored_as_served(entry.structure, entry.size))
         out: dict[int, MessageStream] = {}
         for uid in large:
             if uid in plain:
@@ -237,6 +257,23 @@ class ContentFetch:
                 if stream is not None:
                     out[uid] = stream
         return out
+
+    def _flush(self, batch: list[bytes]) -> None:
+        if batch:
+            self.write(b"".join(batch))
+            batch.clear()
+
+    async def _learn_sizes(self, rows: list[Row], bodies: dict[int, bytes]) -> None:
+        """Sizes of rows that had none (answered without the upstream: not cached then)."""
+        unknown = [r for r in rows if not r.size]
+        for row in unknown:
+            row.size = len(bodies.get(row.uid, b""))
+        rest = [r for r in unknown if not r.size]
+        if rest and self.cache is not None:
+            index = await self.cache.aindex([r.uid for r in rest], structure=False)
+            for row in rest:
+                entry = index.get(row.uid)
+                row.size = entry.size or 0 if entry is not None else 0
 
     async def _stream_response(self, row: Row, items: tuple[FetchItem, ...],
                                stream: MessageStream, by_uid: bool) -> None:
@@ -258,16 +295,39 @@ class ContentFetch:
             await self.drain()
         self.write(tail)
 
-    async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
+    async def _bodies(self, uids: list[int]) -> tuple[dict[int, bytes], list[int]]:
+        """The bodies of ``uids``, from the cache or the upstream; and the UIDs another
+        session was fetching meanwhile: cached now, left for the caller to read or stream."""
         found: dict[int, bytes] = {}
         if self.cache is not None:
             for uid, data in (await self.cache.aget_many(uids)).items():
                 if data is not None:
                     found[uid] = data
         missing = [u for u in uids if u not in found]
-        if missing:
-            self.missed = True
-            found.update(await self._fetch_bodies(missing))
+        if not missing:
+            return found, []
+        self.missed = True
+        if self.cache is None:
+            return await self._fetch_bodies(missing), []
+        # Single flight (cache/inflight.py): fetch what no other session of the user is
+        # fetching; wait for the others' fetches.
+        mine, theirs = self.cache.claim(missing)
+        try:
+            found.update(await self._fetch_bodies(mine) if mine else {})
+        finally:
+            self.cache.release(mine)
+        await wait_all(theirs)
+        return found, [u for u in missing if u not in found and u not in mine]
+
+    async def _cached_or_fetched(self, uids: list[int]) -> dict[int, bytes]:
+        """Bodies another session just fetched: from the cache, or from the upstream if
+        that fetch failed."""
+        assert self.cache is not None
+        found = {uid: data for uid, data in (await self.cache.aget_many(uids)).items()
+                 if data is not None}
+        still = [u for u in uids if u not in found]
+        if still:
+            found.update(await self._fetch_bodies(still))
         return found
 
     async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
@@ -347,7 +407,11 @@ class ContentFetch:
         wanted = [r for r in rows if r.uid not in cached]
         done = 0
         for window in _windows(wanted):
-            done += len(await self._fetch_bodies([r.uid for r in window]))
+            mine, _ = self.cache.claim(r.uid for r in window)  # others' fetches: theirs
+            try:
+                done += len(await self._fetch_bodies(mine)) if mine else 0
+            finally:
+                self.cache.release(mine)
         return done
 
 
@@ -397,12 +461,18 @@ class _Renderer:
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        if item.name == "RFC822.SIZE" and self.structure:
+            # The size as served, from the parsed structure: no rescan of the bytes.
+            return b"RFC822.SIZE", b"%d" % self._root().vsize
         quick = whole_message_item(item, self.raw)
         if quick is not None:
             return quick
+        return render_item(item, self.raw, self._root())
+
+    def _root(self) -> Part:
         if self._part is None:
             self._part = load_structure(self.structure)
-        return render_item(item, self.raw, self._part)
+        return self._part
 
 
 def _whole_message(item: FetchItem) -> bool:

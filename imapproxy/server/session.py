@@ -24,7 +24,15 @@ from typing import Any
 from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
-from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..errors import (
+    BadCommand,
+    CommandFailed,
+    ImapError,
+    SessionEnded,
+    UpstreamLost,
+    UpstreamUnavailable,
+)
+from ..observability.metrics import Metrics
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
@@ -39,6 +47,7 @@ from ..protocol.response import (
 from ..protocol.tokens import Atom, ParenList, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
+from ..upstream.pool import UpstreamPool, leaves_state_behind
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -46,6 +55,7 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
 
 log = logging.getLogger(__name__)
@@ -98,7 +108,8 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None,
+                 pool: UpstreamPool | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
@@ -113,11 +124,17 @@ class Session:
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
         self.limiter = limiter
+        self.pool = pool or UpstreamPool.unshared(config.upstream,
+                                                  config.limits.max_literal_size, limiter)
+        self.reusable = True  # may the upstream connection serve another session afterwards
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
+        self.started_at = time.time()
+        self.metrics = metrics
+        self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
 
     def _new_framer(self) -> Framer:
@@ -129,6 +146,8 @@ class Session:
 
     async def run(self) -> None:
         log.info("session start peer=%s", _peer_text(self.peer))
+        if self.metrics is not None:
+            self.metrics.session_started()
         try:
             self.write(status_line(None, "OK", "imapproxy ready.",
                                    "CAPABILITY " + " ".join(self.capabilities())))
@@ -153,10 +172,14 @@ class Session:
 
     async def _finish(self) -> None:
         if self._prefetch is not None:
+            self.reusable &= self._prefetch.done()  # else a command was cut off mid-way
             self._prefetch.cancel()
+        if self.metrics is not None:
+            self.metrics.session_ended()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=self.reusable,
+                                    selected=self.state is State.SELECTED)
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
@@ -184,7 +207,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None:
+        if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:
@@ -200,6 +223,9 @@ class Session:
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)
+            if self._serves_degraded():
+                log.warning("upstream lost user=%s: serving cached reads only", self.user)
+                return await self._read(timeout)
             raise UpstreamLost("Upstream server connection lost")
         raise SessionEnded("Disconnected for inactivity.")
 
@@ -218,6 +244,8 @@ class Session:
             except ProtocolError as exc:
                 self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
                 return
+            if self.metrics is not None:
+                self._answering = (command.tag.encode() + b" ", command.full_name)
             try:
                 await self.dispatch(command)
             except SessionEnded:
@@ -240,8 +268,21 @@ class Session:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
         handler = self._local_handlers().get(command.name, self.forward)
+        if leaves_state_behind(command):
+            self.reusable = False
         await self._settle_prefetch()
-        await handler(command)
+        try:
+            await handler(command)
+        except UpstreamLost as exc:
+            if not self._serves_degraded():
+                raise
+            raise UpstreamUnavailable("Upstream server unavailable; only cached messages "
+                                      "can be read") from exc
+
+    def _serves_degraded(self) -> bool:
+        """Once the upstream is gone, a session with a cached mailbox selected stays, serving
+        cached content (``[upstream] degraded_reads``); other commands get NO [UNAVAILABLE]."""
+        return self.config.upstream.pool.degraded_reads and self.mailbox_cache is not None
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -274,7 +315,7 @@ class Session:
 
     async def cmd_noop(self, command: Command) -> None:
         _no_args(command)
-        if self.upstream is None:
+        if self.upstream is None or (self.upstream.lost and self._serves_degraded()):
             self.write(status_line(command.tag, "OK", "NOOP completed."))
         else:
             await self.forward(command)
@@ -354,16 +395,10 @@ class Session:
     async def authenticate(self, tag: str, user: bytes, password: bytes,
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
-        upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size,
-                                                 self.limiter)
-        try:
-            status = await upstream.login(user, password, authzid)
-        except ImapError:
-            upstream.close()
-            raise
-        if status.status != "OK":
-            upstream.close()
+        upstream, status = await self.pool.login(user, password, authzid)
+        if self.metrics is not None:
+            self.metrics.login(upstream is not None)
+        if upstream is None:
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
             code = status.code or "AUTHENTICATIONFAILED"
@@ -371,6 +406,8 @@ class Session:
                                    or "Authentication failed.", code))
             return
         self.upstream = upstream
+        if self.metrics is not None:  # (connection events are counted by the pool)
+            upstream.on_round_trip = self.metrics.round_trip
         self.user = shown
         self.state = State.AUTHENTICATED
         if self.cache is not None:
@@ -398,6 +435,9 @@ class Session:
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
+        if self.pool.settings.shared_idle and self.mailbox is not None:
+            await shared_idle(self, command, self.pool.idle, self.pool.owner_of(upstream))
+            return
         responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None
@@ -581,7 +621,29 @@ class Session:
     # --- output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        if self._answering is not None and data.startswith(self._answering[0]):
+            self._count_answer(data)
         self.writer.write(data)
+
+    def _count_answer(self, line: bytes) -> None:
+        """The tagged answer of the command being run: counted by name and status."""
+        assert self._answering is not None and self.metrics is not None
+        prefix, name = self._answering
+        self._answering = None
+        status = line[len(prefix):len(prefix) + 3].rstrip().decode("ascii", "replace").upper()
+        self.metrics.command(name, status if status in ("OK", "NO", "BAD") else "other")
+
+    def describe(self) -> dict[str, Any]:
+        """What ``imapproxy who`` shows of this session."""
+        return {
+            "user": self.user or None,
+            "peer": _peer_text(self.peer),
+            "state": self.state.value,
+            "mailbox": self.mailbox.name.decode("utf-8", "replace")
+            if self.mailbox is not None else None,
+            "client": self.client_id.get("name"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+        }
 
     def _try_write(self, data: bytes) -> None:
         try:
