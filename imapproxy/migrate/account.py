@@ -5,7 +5,6 @@ and others send some) is logged and skipped, never fatal."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -21,14 +20,18 @@ from ..protocol.response import (
 )
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, astring_token, string_value
 from ..server.mailbox import all_uids_command, uids_from_search
+from ..upstream.backoff import Backoff
+from ..upstream.breaker import CircuitBreaker
 from ..upstream.connection import UpstreamConnection
+from ..upstream.health import UserHealth
 from .endpoint import ImapEndpoint
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, normalize_flags, uid_set
-from .throttle import Backoff, is_throttled
 
 log = logging.getLogger(__name__)
 
 META_ITEMS = ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE")
+THROTTLE_ROUNDS = 3  # a command still [THROTTLED] after the connection's own retries is
+                     # sent again this often (the back-off keeps growing, up to 16 s)
 
 
 class MigrateError(Exception):
@@ -65,15 +68,20 @@ def mailbox_token(name: str) -> Token:
 
 
 class ImapAccount:
-    """One logged-in connection. ``command`` retries on ``[THROTTLED]`` with a back-off."""
+    """One logged-in connection. On ``[THROTTLED]`` the connection itself waits (the
+    upstream back-off: 50 ms doubling to 16 s, like imapc's ``throttle``) and re-sends;
+    ``command`` adds a few more rounds, since a migration would rather wait than fail."""
 
     def __init__(self, conn: UpstreamConnection, backoff: Backoff | None = None) -> None:
         self.conn = conn
         self.backoff = backoff or Backoff()
+        # No breaker (it never opens with 0 failures): a migration stops on errors itself.
+        conn.health = UserHealth(self.backoff, CircuitBreaker(failures=0), slow_after=0)
         self.selected: str | None = None
 
     @classmethod
-    async def connect(cls, endpoint: ImapEndpoint, password: str) -> ImapAccount:
+    async def connect(cls, endpoint: ImapEndpoint, password: str,
+                      backoff: Backoff | None = None) -> ImapAccount:
         try:
             conn = await UpstreamConnection.open(endpoint.upstream)
             if not conn.preauth:
@@ -84,15 +92,15 @@ class ImapAccount:
                     raise MigrateError(f"{endpoint}: login failed: {text}")
         except (UpstreamLost, UpstreamUnavailable) as exc:
             raise MigrateError(f"{endpoint}: {exc}") from None
-        return cls(conn)
+        return cls(conn, backoff)
 
     @property
     def capabilities(self) -> frozenset[str]:
         return self.conn.capabilities
 
     async def command(self, command: Command) -> Answer:
-        """Run *command*; waits and retries while the server answers ``[THROTTLED]``."""
-        for _attempt in range(self.backoff.max_retries + 1):
+        """Run *command*; retried while the server answers ``[THROTTLED]``."""
+        for _round in range(THROTTLE_ROUNDS):
             untagged: list[Response] = []
             final: StatusResponse | None = None
             try:
@@ -107,14 +115,14 @@ class ImapAccount:
                 raise ConnectionLost(f"{command.full_name}: {exc}", self) from None
             assert final is not None
             if final.status != "OK" and is_throttled(final.code, final.text):
-                delay = self.backoff.throttled()
-                log.info("server is throttling %s; waiting %.2f s", command.full_name, delay)
-                await asyncio.sleep(delay)
+                log.info("server still throttling %s (back-off %.2f s)", command.full_name,
+                         self.backoff.delay())
+                if final.code != "THROTTLED":  # only in the text: the connection did not see it
+                    self.backoff.throttled()
                 continue
-            self.backoff.succeeded()
             return Answer(untagged, final)
-        raise MigrateError(f"{command.full_name}: still throttled after "
-                           f"{self.backoff.max_retries} retries")
+        raise MigrateError(f"{command.full_name}: still throttled after {THROTTLE_ROUNDS} "
+                           "rounds of retries")
 
     async def checked(self, command: Command) -> Answer:
         answer = await self.command(command)
@@ -304,6 +312,10 @@ class ImapAccount:
 
 
 # --- response readers (tolerant) --------------------------------------------------------
+
+
+def is_throttled(code: str | None, text: bytes) -> bool:
+    return code == "THROTTLED" or b"[THROTTLED]" in text.upper()
 
 
 def parse_list_entry(response: DataResponse) -> MailboxInfo | None:

@@ -10,16 +10,24 @@ from pathlib import Path
 import pytest
 
 from imapproxy.config import ConfigError
-from imapproxy.migrate.account import Answer, ImapAccount, meta_from, parse_list_entry, status_from
+from imapproxy.migrate.account import (
+    THROTTLE_ROUNDS,
+    Answer,
+    ImapAccount,
+    MigrateError,
+    meta_from,
+    parse_list_entry,
+    status_from,
+)
 from imapproxy.migrate.endpoint import ImapEndpoint, MaildirEndpoint, parse_endpoint, read_password
 from imapproxy.migrate.engine import batches
 from imapproxy.migrate.gmail import choose_mailboxes, is_gmail, not_copied_yet
 from imapproxy.migrate.maildir import MaildirFolder, internaldate_epoch, virtual_size
 from imapproxy.migrate.model import MessageMeta, decode_mutf7, normalize_flags, uid_set
 from imapproxy.migrate.progress import Progress
-from imapproxy.migrate.throttle import Backoff
 from imapproxy.protocol.command import Command
 from imapproxy.protocol.response import DataResponse, StatusResponse, parse_response
+from imapproxy.upstream.backoff import Backoff
 from imapproxy.upstream.connection import Received
 
 GMAIL_LIST = b"""\
@@ -70,18 +78,12 @@ def test_other_servers_keep_every_folder_and_patterns_use_decoded_names() -> Non
     assert skipped["INBOX"] == "not matched by --mailboxes"
 
 
-def test_backoff_doubles_to_16_seconds_and_shrinks_after_success() -> None:
-    backoff = Backoff()
-    delays = [backoff.throttled() for _ in range(12)]
-    assert delays[:4] == [0.05, 0.1, 0.2, 0.4] and delays[-1] == 16.0 and max(delays) == 16.0
-    backoff.succeeded()
-    assert backoff.throttled() == 8.0
-
-
 class ThrottlingConnection:
-    """Answers NO [THROTTLED] *times* times, then OK."""
+    """Answers ``NO Busy [THROTTLED]`` (code in the text only, as some servers do) *times*
+    times, then OK."""
 
     capabilities = frozenset({"IMAP4REV1"})
+    health = None
 
     def __init__(self, times: int) -> None:
         self.times = times
@@ -90,25 +92,26 @@ class ThrottlingConnection:
     async def execute(self, command: Command) -> AsyncIterator[Received]:
         self.calls += 1
         if self.calls <= self.times:
-            yield Received(b"", StatusResponse("U1", "NO", "THROTTLED", None, b"slow down"))
+            yield Received(b"", StatusResponse("U1", "NO", None, None, b"Busy [THROTTLED]"))
         else:
             yield Received(b"", DataResponse(None, "SEARCH", ()))
             yield Received(b"", StatusResponse("U1", "OK", None, None, b"done"))
 
 
-async def test_throttled_commands_are_retried_after_waiting() -> None:
-    conn = ThrottlingConnection(3)
+async def test_throttled_in_the_text_is_retried_with_a_growing_back_off() -> None:
+    conn = ThrottlingConnection(2)
     account = ImapAccount(conn, Backoff(initial=0.001, maximum=0.004))  # type: ignore[arg-type]
     answer = await account.command(Command("", "NOOP"))
-    assert answer.ok and conn.calls == 4 and len(answer.data("SEARCH")) == 1
+    assert answer.ok and conn.calls == 3 and len(answer.data("SEARCH")) == 1
+    assert account.backoff.delay() > 0 and conn.health is not None  # the connection waits it
 
 
 async def test_endless_throttling_gives_up() -> None:
     conn = ThrottlingConnection(100)
-    account = ImapAccount(conn, Backoff(0.001, 0.001, max_retries=3))  # type: ignore[arg-type]
-    with pytest.raises(Exception, match="still throttled"):
+    account = ImapAccount(conn, Backoff(0.001, 0.001))  # type: ignore[arg-type]
+    with pytest.raises(MigrateError, match="still throttled"):
         await account.command(Command("", "NOOP"))
-    assert conn.calls == 4
+    assert conn.calls == THROTTLE_ROUNDS
 
 
 def test_tolerant_parsing_of_odd_answers() -> None:
