@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from .account import ConnectionLost, ImapAccount, MigrateError
-from .gmail import choose_mailboxes, is_gmail, not_copied_yet
+from .gmail import NOT_MATCHED, choose_mailboxes, is_gmail, not_copied_yet
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
 from .progress import Progress, megabytes
 from .state import MailboxState, StateFile
@@ -80,7 +80,11 @@ class Summary:
         if self.gmail_duplicates:
             out.append(f"{self.gmail_duplicates} Gmail messages already copied from another "
                        "label's folder (one copy each)")
-        out += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        unmatched = sum(why == NOT_MATCHED for why in self.skipped.values())
+        if unmatched:
+            out.append(f"{unmatched} mailboxes not matched by --mailboxes")
+        out += [f"skipped {name}: {why}" for name, why in self.skipped.items()
+                if why != NOT_MATCHED]
         if self.failed:
             out.append(f"{len(self.failed)} messages FAILED:")
             out += [f"  {f}" for f in self.failed]

@@ -19,6 +19,7 @@ import fnmatch
 
 from .model import MailboxInfo, MessageMeta
 
+NOT_MATCHED = "not matched by --mailboxes"
 GMAIL_VIEWS = {"\\IMPORTANT": "Gmail's Important (a view of other folders)",
                "\\FLAGGED": "Gmail's Starred (kept as the \\Flagged flag)"}
 
@@ -39,7 +40,7 @@ def choose_mailboxes(mailboxes: list[MailboxInfo], patterns: list[str], gmail: b
             continue
         if patterns and not any(fnmatch.fnmatchcase(mailbox.display_name, p) or
                                 fnmatch.fnmatchcase(mailbox.name, p) for p in patterns):
-            skipped[mailbox.name] = "not matched by --mailboxes"
+            skipped[mailbox.name] = NOT_MATCHED
             continue
         views = [GMAIL_VIEWS[a] for a in sorted(mailbox.attributes & GMAIL_VIEWS.keys())]
         if gmail and views:
