@@ -20,6 +20,7 @@ from tests.migrate.conftest import (
     populate,
     run_migrate,
     run_migrate_process,
+    subscriptions,
     url,
 )
 
@@ -46,6 +47,7 @@ def test_imap_destination_with_uid_map_and_verify(
     args = ("--state", str(state), "--uid-map", str(uid_map))
     assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
     assert_mapped(account, dest, uid_map)
+    assert subscriptions(dest) == subscriptions(account)
     assert run_migrate(monkeypatch, account, url(dest), *args, dest=dest) == 0
     imap = login(account)
     try:
