@@ -41,17 +41,17 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
                          help="maildir:PATH or imap[s]://USER@HOST[:PORT]")
     migrate.add_argument("--dry-run", action="store_true",
                          help="list what would be copied, change nothing")
-    migrate.add_argument("--state", type=Path,
+    migrate.add_argument("--state", type=Path, metavar="FILE",
                          help="resume state file (default: in the Maildir, or per "
                               "source/destination in the user state directory)")
-    migrate.add_argument("--uid-map", type=Path,
+    migrate.add_argument("--uid-map", type=Path, metavar="FILE",
                          help="IMAP destination: where to write the old UID -> new UID map "
                               "(default: next to the state file, .uidmap.json)")
     migrate.add_argument("--batch", type=int, default=100, metavar="N",
                          help="messages per UID FETCH / APPEND batch (default 100)")
     migrate.set_defaults(func=_cmd_migrate)
     check = commands.add_parser(
-        "verify", help="compare two IMAP accounts and list every difference",
+        "verify", help="compare two accounts (IMAP or Maildir) and list every difference",
         description="Compare mailboxes, messages (paired by SHA-256, same UID preferred), "
                     "flags and bytes; exit status 1 when anything differs.")
     _common(check)
@@ -63,12 +63,16 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True,
                         help="imap[s]://USER@HOST[:PORT] (or imap+starttls://)")
-    parser.add_argument("--from-password-file", type=Path)
-    parser.add_argument("--to-password-file", type=Path)
+    parser.add_argument("--from-password-file", type=Path, metavar="FILE",
+                        help=f"source password (first line); else ${PASSWORD_ENV['from']}")
+    parser.add_argument("--to-password-file", type=Path, metavar="FILE",
+                        help=f"destination password; else ${PASSWORD_ENV['to']}")
     parser.add_argument("--mailboxes", action="append", default=[], metavar="PATTERN",
                         help="only mailboxes matching this shell pattern (repeatable)")
-    parser.add_argument("--ca-file", type=Path, help="CA certificates for imaps/STARTTLS")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--ca-file", type=Path, metavar="FILE",
+                        help="CA certificates for imaps/STARTTLS")
+    parser.add_argument("--log-level", default="WARNING", metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING (default), ERROR")
 
 
 def _setup_logging(level: str) -> None:
