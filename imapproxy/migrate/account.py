@@ -6,7 +6,7 @@ and others send some) is logged and skipped, never fatal."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import UpstreamLost, UpstreamUnavailable
 from ..protocol.command import Command
@@ -38,6 +38,15 @@ class MigrateError(Exception):
     """A migration step failed; str() says which and why."""
 
 
+class PartialWrite(MigrateError):
+    """Some messages of a batch were written (``written``), others refused (``failed``)."""
+
+    def __init__(self, written: dict[int, int], failed: dict[int, str]) -> None:
+        super().__init__(f"{len(failed)} messages refused")
+        self.written = written
+        self.failed = failed
+
+
 class ConnectionLost(MigrateError):
     """The connection of ``account`` broke: its state is unknown, a new one is needed."""
 
@@ -61,6 +70,16 @@ class Answer:
     def describe(self) -> str:
         code = f"[{self.status.code}] " if self.status.code else ""
         return f"{self.status.status} {code}{self.status.text.decode('utf-8', 'replace')}"
+
+
+@dataclass
+class Appended:
+    """What an APPEND did, per source UID."""
+
+    uidvalidity: int | None = None
+    uids: dict[int, int] = field(default_factory=dict)  # source UID -> new UID (APPENDUID)
+    stored: list[int] = field(default_factory=list)  # accepted, in APPEND order
+    refused: dict[int, str] = field(default_factory=dict)  # source UID -> the server's answer
 
 
 def mailbox_token(name: str) -> Token:
@@ -268,13 +287,12 @@ class ImapAccount:
                             return number
         raise MigrateError(f"STATUS {name}: no UIDNEXT in the answer")
 
-    async def append(self, name: str, messages: list[Message]) -> tuple[int | None, list[int]]:
+    async def append(self, name: str, messages: list[Message]) -> Appended:
         """APPEND *messages* with their flags and INTERNALDATE; one MULTIAPPEND command
-        (non-synchronising literals with LITERAL+) when offered, else one APPEND each.
-        Returns (UIDVALIDITY, new UIDs) from APPENDUID (UIDPLUS), or (None, [])."""
+        (non-synchronising literals with LITERAL+) when offered, else one APPEND each. A
+        message the server refuses is reported, not raised: the others stay appended."""
         groups = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
-        uidvalidity: int | None = None
-        new_uids: list[int] = []
+        result = Appended()
         for group in groups:
             args: list[Token] = [mailbox_token(name)]
             for message in group:
@@ -282,14 +300,20 @@ class ImapAccount:
                 if message.meta.internaldate:
                     args.append(Quoted(message.meta.internaldate.encode("ascii")))
                 args.append(Literal(message.body))
-            answer = await self.checked(Command("", "APPEND", tuple(args)))
+            answer = await self.command(Command("", "APPEND", tuple(args)))
+            if not answer.ok:  # MULTIAPPEND appends all or nothing
+                result.refused.update((m.meta.uid, answer.describe()) for m in group)
+                continue
+            result.stored += [m.meta.uid for m in group]
             if answer.status.code == "APPENDUID" and answer.status.code_data:
-                validity, _, uids = answer.status.code_data.decode("ascii", "replace") \
+                validity, _, text = answer.status.code_data.decode("ascii", "replace") \
                     .partition(" ")
+                new_uids = expand_set(text)
                 if validity.isdigit():
-                    uidvalidity = int(validity)
-                new_uids.extend(expand_set(uids))
-        return uidvalidity, new_uids
+                    result.uidvalidity = int(validity)
+                if len(new_uids) == len(group):
+                    result.uids.update(zip((m.meta.uid for m in group), new_uids, strict=True))
+        return result
 
     async def store_flags(self, uids: list[int], flags: tuple[str, ...]) -> None:
         await self.checked(Command("", "STORE", (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from .account import ConnectionLost, ImapAccount, MigrateError
+from .account import ConnectionLost, ImapAccount, MigrateError, PartialWrite
 from .gmail import NOT_MATCHED, choose_mailboxes, is_gmail, not_copied_yet
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
 from .progress import Progress, megabytes
@@ -286,6 +286,10 @@ class Migration:
                            mstate: MailboxState) -> None:
         try:
             written = await self.writer.write(info, messages, mstate)
+        except PartialWrite as exc:  # the server refused some: they are not retried
+            written = exc.written
+            self.summary.failed += [f"{info.display_name} UID {uid}: {why}"
+                                    for uid, why in sorted(exc.failed.items())]
         except MigrateError:
             written = {}
             for message in messages:  # find the culprit, keep the rest

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .account import ImapAccount, MigrateError
-from .model import MailboxInfo, MailboxStatus, Message
+from .account import ImapAccount, PartialWrite
+from .model import MailboxInfo, MailboxStatus, Message, uid_set
 from .state import MailboxState
 
 
@@ -32,6 +32,25 @@ class ImapWriter:
         self.uidvalidity: dict[str, int] = {}
         self.delimiter: str | None = None
         self._asked_delimiter = False
+
+    async def settle_pending(self, state: MailboxState) -> None:
+        """Record what the APPEND of a killed run created: the UIDs from the UIDNEXT saved
+        before it, in order, paired with the batch by size (a refused message made none)."""
+        created = await self.account.uids_from(state.pending_dest_uidnext or 1)
+        sizes = {m.uid: m.size for m in await self.account.fetch_meta(uid_set(created))} \
+            if created else {}
+        pairs: list[tuple[tuple[int, tuple[str, ...], int], int]] = []
+        rest = iter(created)
+        dest_uid = next(rest, None)
+        for entry in state.pending:
+            if dest_uid is not None and sizes.get(dest_uid) == entry[2]:
+                pairs.append((entry, dest_uid))
+                dest_uid = next(rest, None)
+        if len(pairs) != len(created):  # sizes counted otherwise: trust the order
+            pairs = list(zip(state.pending, created, strict=False))
+        for (src_uid, flags, _size), uid in pairs:
+            state.record(src_uid, flags, uid)
+        state.clear_pending()
 
     async def reconnect(self) -> bool:
         """A new connection after a lost one (False: cannot)."""
@@ -60,33 +79,34 @@ class ImapWriter:
         state.dest_uidvalidity = dest.uidvalidity
         self.uidvalidity[info.name] = dest.uidvalidity
         if state.pending:
-            created = await self.account.uids_from(state.pending_dest_uidnext or 1)
-            for (src_uid, flags), dest_uid in zip(state.pending, created, strict=False):
-                state.record(src_uid, flags, dest_uid)
-            state.clear_pending()
+            await self.settle_pending(state)
         present = set(await self.account.all_uids())
         return {uid for uid, m in state.messages.items() if m.dest in present}
 
     async def write(self, info: MailboxInfo, messages: list[Message], state: MailboxState
                     ) -> dict[int, int]:
+        """APPEND *messages*; source UID -> new UID. Raises PartialWrite when the server
+        refused some (the others are returned in it, never appended twice)."""
         name = await self._name(info)
         uidnext = await self.account.uidnext(name)
-        state.set_pending([(m.meta.uid, m.meta.flags) for m in messages], uidnext)
+        state.set_pending([(m.meta.uid, m.meta.flags, m.meta.size) for m in messages], uidnext)
         state.save()
-        try:
-            validity, new_uids = await self.account.append(name, messages)
-        except MigrateError:
-            state.clear_pending()  # refused (MULTIAPPEND adds all or nothing)
-            raise
-        if len(new_uids) != len(messages):
-            # No UIDPLUS: find them the same way a re-run would.
-            new_uids = (await self.account.uids_from(uidnext))[:len(messages)]
-        if len(new_uids) != len(messages):
-            raise MigrateError(f"{info.display_name}: cannot tell which UIDs the server gave")
-        if validity is not None:
-            state.dest_uidvalidity = validity
+        result = await self.account.append(name, messages)
+        written = dict(result.uids)
+        unknown = [u for u in result.stored if u not in written]
+        if unknown:  # no UIDPLUS: the new UIDs are the ones from UIDNEXT on, in order
+            created = await self.account.uids_from(uidnext)
+            if len(created) != len(result.stored):
+                # Appended, but where? Not again: left pending for the next run to settle.
+                raise PartialWrite({}, {u: "appended, but its new UID is unknown (something "
+                                           "else appends there?)" for u in result.stored})
+            written = dict(zip(result.stored, created, strict=True))
+        if result.uidvalidity is not None:
+            state.dest_uidvalidity = result.uidvalidity
         state.clear_pending()
-        return {m.meta.uid: d for m, d in zip(messages, new_uids, strict=True)}
+        if result.refused:
+            raise PartialWrite(written, result.refused)
+        return written
 
     async def set_flags(self, info: MailboxInfo, dest_uid: int, flags: tuple[str, ...]) -> None:
         await self.account.store_flags([dest_uid], flags)

@@ -33,7 +33,7 @@ class MailboxState:
     uidnext: int | None = None
     dest_uidvalidity: int | None = None
     messages: dict[int, Copied] = field(default_factory=dict)
-    pending: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    pending: list[tuple[int, tuple[str, ...], int]] = field(default_factory=list)  # uid, flags, size
     pending_dest_uidnext: int | None = None
 
     def record(self, uid: int, flags: tuple[str, ...], dest: int,
@@ -47,7 +47,8 @@ class MailboxState:
         self.highestmodseq = None
         self.clear_pending()
 
-    def set_pending(self, items: list[tuple[int, tuple[str, ...]]], dest_uidnext: int) -> None:
+    def set_pending(self, items: list[tuple[int, tuple[str, ...], int]],
+                    dest_uidnext: int) -> None:
         self.pending = list(items)
         self.pending_dest_uidnext = dest_uidnext
 
@@ -66,7 +67,7 @@ class MailboxState:
             "messages": {str(u): [list(c.flags), c.dest, *(
                 [c.gmail_id] if c.gmail_id is not None else [])]
                 for u, c in self.messages.items()},
-            "pending": [[u, list(f)] for u, f in self.pending],
+            "pending": [[u, list(f), size] for u, f, size in self.pending],
             "pending_dest_uidnext": self.pending_dest_uidnext,
         }
 
@@ -77,7 +78,7 @@ class MailboxState:
             data.get("dest_uidvalidity"),
             {int(u): Copied(tuple(v[0]), int(v[1]), int(v[2]) if len(v) > 2 else None)
              for u, v in data.get("messages", {}).items()},
-            [(int(u), tuple(f)) for u, f in data.get("pending", [])],
+            [(int(u), tuple(f), int(size)) for u, f, size in data.get("pending", [])],
             data.get("pending_dest_uidnext"))
 
 
