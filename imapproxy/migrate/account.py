@@ -288,19 +288,18 @@ class ImapAccount:
         raise MigrateError(f"STATUS {name}: no UIDNEXT in the answer")
 
     async def append(self, name: str, messages: list[Message]) -> Appended:
-        """APPEND *messages* with their flags and INTERNALDATE; one MULTIAPPEND command
-        (non-synchronising literals with LITERAL+) when offered, else one APPEND each. A
-        message the server refuses is reported, not raised: the others stay appended."""
-        groups = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
+        """APPEND *messages* with their flags and INTERNALDATE: one MULTIAPPEND command for
+        all when offered, else one APPEND each, two per round trip with LITERAL+. Literals
+        are non-synchronising with LITERAL+. A message the server refuses is reported, not
+        raised: the others stay appended."""
+        if "MULTIAPPEND" in self.capabilities:
+            groups = [messages]
+        else:
+            groups = [[m] for m in messages]
+        commands = [Command("", "APPEND", (mailbox_token(name), *(
+            token for m in group for token in _append_args(m)))) for group in groups]
         result = Appended()
-        for group in groups:
-            args: list[Token] = [mailbox_token(name)]
-            for message in group:
-                args.append(ParenList(tuple(Atom(f) for f in message.meta.flags)))
-                if message.meta.internaldate:
-                    args.append(Quoted(message.meta.internaldate.encode("ascii")))
-                args.append(Literal(message.body))
-            answer = await self.command(Command("", "APPEND", tuple(args)))
+        for group, answer in zip(groups, await self._pipelined(commands), strict=True):
             if not answer.ok:  # MULTIAPPEND appends all or nothing
                 result.refused.update((m.meta.uid, answer.describe()) for m in group)
                 continue
@@ -314,6 +313,39 @@ class ImapAccount:
                 if len(new_uids) == len(group):
                     result.uids.update(zip((m.meta.uid for m in group), new_uids, strict=True))
         return result
+
+    async def _pipelined(self, commands: list[Command]) -> list[Answer]:
+        """Answers to *commands* in order; two per round trip when the server has LITERAL+
+        (the connection sends a second command right behind the first). A throttled one is
+        sent again alone, through ``command``."""
+        if "LITERAL+" not in self.capabilities:
+            return [await self.command(c) for c in commands]
+        answers: list[Answer] = []
+        for index in range(0, len(commands), 2):
+            first = commands[index]
+            second = commands[index + 1] if index + 1 < len(commands) else None
+            if second is None:
+                answers.append(await self.command(first))
+                continue
+            finals: list[Answer] = []
+            untagged: list[Response] = []
+            try:
+                async for item in self.conn.execute(first, then=second):
+                    if is_final(item.response):
+                        finals.append(Answer(untagged, item.response))
+                        untagged = []
+                    elif item.response is not None:
+                        untagged.append(item.response)
+            except (UpstreamLost, UpstreamUnavailable) as exc:
+                raise ConnectionLost(f"APPEND: {exc}", self) from None
+            for command, answer in zip((first, second), [*finals, None, None], strict=False):
+                if answer is None:  # not sent (the connection pipelines only when it can)
+                    answer = await self.command(command)
+                elif not answer.ok and is_throttled(answer.status.code, answer.status.text):
+                    self.backoff.throttled()
+                    answer = await self.command(command)
+                answers.append(answer)
+        return answers
 
     async def store_flags(self, uids: list[int], flags: tuple[str, ...]) -> None:
         await self.checked(Command("", "STORE", (
@@ -396,6 +428,14 @@ def meta_from(response: Response) -> MessageMeta | None:
     return MessageMeta(uid, normalize_flags(flags), internaldate,
                        number_value(attrs.get("RFC822.SIZE")) or 0, modseq,
                        number_value(attrs.get("X-GM-MSGID")))
+
+
+def _append_args(message: Message) -> tuple[Token, ...]:
+    """``(flags) ["date"] literal`` of one message in an APPEND."""
+    date = (Quoted(message.meta.internaldate.encode("ascii")),) \
+        if message.meta.internaldate else ()
+    return (ParenList(tuple(Atom(f) for f in message.meta.flags)), *date,
+            Literal(message.body))
 
 
 def expand_set(text: str) -> list[int]:

@@ -5,12 +5,23 @@ UID map file says where each source UID went; re-runs and killed runs leave no d
 from __future__ import annotations
 
 import base64
+import io
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imapproxy.devserver import DovecotServer, mailbox_arg
+from imapproxy.migrate.account import ImapAccount
+from imapproxy.migrate.endpoint import ImapEndpoint, parse_endpoint
+from imapproxy.migrate.engine import Migration, Options
+from imapproxy.migrate.imap_dest import ImapWriter
+from imapproxy.migrate.progress import Progress
+from imapproxy.migrate.state import StateFile
+from imapproxy.protocol.command import Command
+from imapproxy.upstream.connection import Received
 from tests.conftest import Account, make_account
 from tests.mailgen import generated
 from tests.migrate.conftest import (
@@ -98,3 +109,47 @@ def test_uidvalidity_change_replaces_the_copies(
     assert account.password not in err and dest.password not in err  # not even at DEBUG
     sasl = base64.b64encode(f"\0{account.user}\0{account.password}".encode()).decode()
     assert sasl not in err and "DEBUG" in err
+
+
+async def test_without_multiappend_appends_go_two_per_round_trip(
+        account: Account, dovecot: DovecotServer, tmp_path: Path) -> None:
+    """A destination without MULTIAPPEND (Gmail, Exchange): one APPEND per message, paired
+    in one round trip with LITERAL+; with and without APPENDUID."""
+    populate(account)
+    for appenduid in (True, False):
+        dest = make_account(dovecot)
+        source = await ImapAccount.connect(endpoint(account), account.password)
+        target = await ImapAccount.connect(endpoint(dest), dest.password)
+        target.conn.capabilities -= {"MULTIAPPEND"} | (set() if appenduid else {"UIDPLUS"})
+        paired = count_pairs(target)
+        state = StateFile.load(tmp_path / f"s{appenduid}.json", "s", "d")
+        try:
+            summary = await Migration(source, ImapWriter(target), state, Options(batch_messages=3),
+                                      Progress(io.StringIO(), tty=False)).run()
+        finally:
+            await source.logout()
+            await target.logout()
+        assert summary.copied == 17 and not summary.failed
+        assert paired == [6]  # batches of 3 in mailboxes of 8, 5 and 4: 3 + 2 + 1 pairs
+        state.write_uid_map(tmp_path / "map.json")
+        assert_mapped(account, dest, tmp_path / "map.json")
+
+
+def endpoint(who: Account) -> ImapEndpoint:
+    parsed = parse_endpoint(url(who), "--from")
+    assert isinstance(parsed, ImapEndpoint)
+    return parsed
+
+
+def count_pairs(account: ImapAccount) -> list[int]:
+    """Counts commands sent with a second one behind them (``then``), in a one-item list."""
+    count = [0]
+    execute = account.conn.execute
+
+    def counting(command: Command, **options: Any) -> AsyncIterator[Received]:
+        if options.get("then") is not None:
+            count[0] += 1
+        return execute(command, **options)
+
+    account.conn.execute = counting  # type: ignore[method-assign]
+    return count
