@@ -13,9 +13,10 @@ from pathlib import Path
 import platformdirs
 
 from ..config import ConfigError
-from .account import ImapAccount, MigrateError
+from .account import ImapAccount
 from .endpoint import Endpoint, ImapEndpoint, MaildirEndpoint, parse_endpoint, read_password
 from .engine import Migration, Options, Summary, Writer
+from .errors import MigrateError
 from .imap_dest import ImapWriter
 from .maildir import MaildirWriter
 from .maildir_reader import MaildirTree

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from .account import ConnectionLost, ImapAccount, MigrateError, PartialWrite
+from .account import ImapAccount
+from .errors import ConnectionLost, MigrateError, PartialWrite
 from .gmail import NOT_MATCHED, choose_mailboxes, is_gmail, not_copied_yet
 from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
 from .progress import Progress, megabytes

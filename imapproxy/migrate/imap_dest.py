@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .account import ImapAccount, PartialWrite
+from .account import ImapAccount
+from .errors import PartialWrite
 from .model import MailboxInfo, MailboxStatus, Message, uid_set
 from .state import MailboxState
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .account import MigrateError
+from .errors import MigrateError
 from .model import MailboxInfo, MailboxStatus, Message
 from .state import MailboxState
 
@@ -130,9 +130,10 @@ class MaildirWriter:
         if info.name.upper() == "INBOX":
             return self.root
         parts = info.name.split(info.delimiter) if info.delimiter else [info.name]
-        if any("." in p or "/" in p or not p for p in parts):
-            raise MigrateError(f"mailbox {info.display_name!r}: a name part with '.' or '/' "
-                               "cannot be stored in a Maildir++ layout")
+        if any(not p or "." in p or "/" in p or any(ord(c) < 0x20 for c in p) for p in parts):
+            raise MigrateError(f"mailbox {info.display_name!r}: an empty name part, or one "
+                               "with '.', '/' or a control character, cannot be stored in a "
+                               "Maildir++ layout")
         return self.root / ("." + ".".join(parts))
 
     async def prepare(self, info: MailboxInfo, status: MailboxStatus,

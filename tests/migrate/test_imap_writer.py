@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from imapproxy.migrate.account import Appended, PartialWrite
+from imapproxy.migrate.account import Appended
+from imapproxy.migrate.errors import PartialWrite
 from imapproxy.migrate.imap_dest import ImapWriter
 from imapproxy.migrate.model import MailboxInfo, Message, MessageMeta
 from imapproxy.migrate.state import MailboxState
