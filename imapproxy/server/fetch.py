@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..cache import IndexEntry, MailboxCache, MessageStream
 from ..cache.inflight import wait_all
 from ..errors import UpstreamUnavailable
+from ..filtering.content import FilteredContent
 from ..mime.part import HAS_NULS, Part
 from ..mime.render import (
     load_structure,
@@ -28,6 +29,7 @@ from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import (
     DataResponse,
+    Response,
     StatusResponse,
     fetch_attributes,
     is_final,
@@ -68,6 +70,7 @@ class Row:
 Relay = Callable[[Received], None]
 Write = Callable[[bytes], None]
 Drain = Callable[[], Awaitable[None]]
+RenderHook = Callable[[FetchItem, tuple[bytes, bytes]], tuple[bytes, bytes]]
 # Mailbox state a server may attach to any FETCH response unasked (RFC 3501 7.4.2): passed on.
 UNSOLICITED_STATE = ("FLAGS", "MODSEQ")
 
@@ -77,7 +80,8 @@ class ContentFetch:
 
     def __init__(self, upstream: UpstreamConnection, cache: MailboxCache | None,
                  mailbox: SelectedMailbox, relay: Relay, write: Write, drain: Drain,
-                 prefetch_count: int = 0) -> None:
+                 prefetch_count: int = 0, filtered: FilteredContent | None = None,
+                 render_hook: RenderHook | None = None) -> None:
         self.upstream = upstream
         self.cache = cache
         self.mailbox = mailbox
@@ -86,6 +90,10 @@ class ContentFetch:
         self.drain = drain
         self.prefetch_count = prefetch_count
         self.missed = False  # some body was not cached: the client reads cold, prefetch
+        # With a filter chain every content item comes from the filtered bytes.
+        self.filtered = filtered
+        self.render_hook = render_hook  # client fixups that adjust one rendered item
+        self.uid_by_sequence = False  # quirk fetch-without-uid: a FETCH without UID is named
 
     async def run(self, command: Command, request: FetchRequest) -> StatusResponse:
         sets_seen = not self.mailbox.read_only and any(i.sets_seen for i in request.items)
@@ -99,6 +107,8 @@ class ContentFetch:
                                    ParenList(tuple(Atom(n) for n in state_names)))
         if request.modifiers:
             args += (ParenList(request.modifiers),)
+        if self.uid_by_sequence and not self.mailbox.uids_complete:
+            await self.learn_uids()
         rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
                                              frozenset(state_names))
         if final.status != "OK":
@@ -177,6 +187,8 @@ class ContentFetch:
                 final = response
                 continue
             items = fetch_attributes(response)
+            if items is not None and "UID" not in items and self.uid_by_sequence:
+                items = self._with_known_uid(response, items)
             if items is None or "UID" not in items or not isinstance(response, DataResponse) \
                     or response.number is None:
                 self.relay(received)
@@ -188,11 +200,25 @@ class ContentFetch:
         assert final is not None
         return answers, final
 
+    def _with_known_uid(self, response: Response | None, items: dict[str, Token]
+                        ) -> dict[str, Token]:
+        """A FETCH response without UID (a server quirk), given the UID the session knows
+        for its sequence number."""
+        seq = response.number if isinstance(response, DataResponse) else None
+        if seq is not None and 0 < seq <= len(self.mailbox.uids):
+            items["UID"] = Atom(str(self.mailbox.uids[seq - 1]))
+        return items
+
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
         streams = await self._streams(rows, request)
         try:
-            bodies, settled = await self._bodies([r.uid for r in rows if r.uid not in streams])
+            wanted = [r.uid for r in rows if r.uid not in streams]
+            settled: list[int] = []
+            if self.filtered is not None:
+                bodies = await self.message_bytes(wanted)
+            else:
+                bodies, settled = await self._bodies(wanted)
             # Large bodies just fetched (by this session, or by another one it waited for)
             # are in the cache now: serve them from there too, rather than holding them
             # while a slow client reads.
@@ -222,7 +248,7 @@ class ContentFetch:
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
-                render = _Renderer(raw, structures.get(row.uid, b""))
+                render = _Renderer(raw, structures.get(row.uid, b""), self.render_hook)
                 batch.append(_fetch_response(row, request.items, render, by_uid))
                 batched += len(batch[-1])
                 if batched >= WRITE_BATCH:
@@ -244,6 +270,8 @@ class ContentFetch:
             return {}
         fetched = fetched or {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
+        if self.filtered is not None and large:  # only what the chain left as it was
+            large = await self.filtered.unchanged(large)
         plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
         unknown = [uid for uid in large if uid not in fetched]
         if unknown:
@@ -294,6 +322,19 @@ class ContentFetch:
             sent += len(chunk)
             await self.drain()
         self.write(tail)
+
+    async def message_bytes(self, uids: list[int]) -> dict[int, bytes]:
+        """The bytes the client sees of ``uids`` (filtered with a chain), cached or fetched."""
+        if self.filtered is not None:
+            return await self.filtered.bodies(uids, self._raw_bodies)
+        return await self._raw_bodies(uids)
+
+    async def _raw_bodies(self, uids: list[int]) -> dict[int, bytes]:
+        """The upstream's bytes of ``uids``, those other sessions were fetching included."""
+        found, settled = await self._bodies(uids)
+        if settled:
+            found.update(await self._cached_or_fetched(settled))
+        return found
 
     async def _bodies(self, uids: list[int]) -> tuple[dict[int, bytes], list[int]]:
         """The bodies of ``uids``, from the cache or the upstream; and the UIDs another
@@ -369,6 +410,8 @@ class ContentFetch:
     async def _structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
         """The parsed MIME structure of each message: from the index (written when the body
         was fetched), else parsed now."""
+        if self.filtered is not None:
+            return await self.filtered.structures(bodies)
         known: dict[int, bytes] = {}
         if self.cache is not None and bodies:
             index = await self.cache.aindex(list(bodies))
@@ -409,9 +452,12 @@ class ContentFetch:
         for window in _windows(wanted):
             mine, _ = self.cache.claim(r.uid for r in window)  # others' fetches: theirs
             try:
-                done += len(await self._fetch_bodies(mine)) if mine else 0
+                fetched = await self._fetch_bodies(mine) if mine else {}
+                done += len(fetched)
             finally:
                 self.cache.release(mine)
+            if self.filtered is not None and fetched:  # filtered ahead too: reads stay warm
+                await self.filtered.bodies(list(fetched), _known(fetched))
         return done
 
 
@@ -455,12 +501,17 @@ def stored_as_served(structure: bytes, size: int | None) -> bool:
 class _Renderer:
     """Content items of one message; its structure is loaded from the blob on first use."""
 
-    def __init__(self, raw: bytes, structure: bytes) -> None:
+    def __init__(self, raw: bytes, structure: bytes, hook: RenderHook | None = None) -> None:
         self.raw = raw
         self.structure = structure
+        self.hook = hook
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        rendered = self._render(item)
+        return rendered if self.hook is None else self.hook(item, rendered)
+
+    def _render(self, item: FetchItem) -> tuple[bytes, bytes]:
         if item.name == "RFC822.SIZE" and self.structure:
             # The size as served, from the parsed structure: no rescan of the bytes.
             return b"RFC822.SIZE", b"%d" % self._root().vsize
@@ -480,6 +531,12 @@ def _whole_message(item: FetchItem) -> bool:
     if item.is_state or item.name in ("RFC822", "RFC822.SIZE"):
         return True
     return item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None
+
+
+def _known(bodies: dict[int, bytes]) -> Callable[[list[int]], Awaitable[dict[int, bytes]]]:
+    async def given(uids: list[int]) -> dict[int, bytes]:
+        return {uid: bodies[uid] for uid in uids if uid in bodies}
+    return given
 
 
 def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Received:
