@@ -17,6 +17,7 @@ from ..protocol.response import (
     is_final,
     number_value,
 )
+from ..protocol.sets import uid_set
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, astring_token
 from ..server.mailbox import all_uids_command, uids_from_search
 from ..upstream.backoff import Backoff
@@ -25,7 +26,7 @@ from ..upstream.connection import UpstreamConnection
 from ..upstream.health import UserHealth
 from .endpoint import ImapEndpoint
 from .errors import ConnectionLost, MigrateError
-from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
+from .model import MailboxInfo, MailboxStatus, Message, MessageMeta
 from .responses import Answer, expand_set, is_throttled, meta_from, parse_list_entry, status_from
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from ..protocol import sets
+from ..protocol.sets import uid_set
 from .account import ImapAccount
 from .errors import ConnectionLost, MigrateError, PartialWrite
 from .gmail import NOT_MATCHED, choose_mailboxes, is_gmail, not_copied_yet
-from .model import MailboxInfo, MailboxStatus, Message, MessageMeta, uid_set
+from .model import MailboxInfo, MailboxStatus, Message, MessageMeta
 from .progress import Progress, megabytes
 from .state import MailboxState, StateFile
 
@@ -330,13 +332,4 @@ class Migration:
 
 def batches(metas: list[MessageMeta], count: int, size: int) -> Iterator[list[MessageMeta]]:
     """Runs of at most *count* messages and about *size* bytes (a bigger message goes alone)."""
-    batch: list[MessageMeta] = []
-    total = 0
-    for meta in metas:
-        if batch and (len(batch) >= count or total + meta.size > size):
-            yield batch
-            batch, total = [], 0
-        batch.append(meta)
-        total += meta.size
-    if batch:
-        yield batch
+    return sets.batches(metas, count, size, lambda meta: meta.size)

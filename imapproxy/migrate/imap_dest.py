@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from ..protocol.sets import uid_set
 from .account import ImapAccount
 from .errors import PartialWrite
-from .model import MailboxInfo, MailboxStatus, Message, uid_set
+from .model import MailboxInfo, MailboxStatus, Message
 from .state import MailboxState
 
 

@@ -89,15 +89,3 @@ def decode_mutf7(name: str) -> str:
     return "".join(out)
 
 
-def uid_set(uids: list[int] | tuple[int, ...]) -> str:
-    """Sorted UIDs as a compact IMAP set: ``1:3,7,9:10``."""
-    parts: list[str] = []
-    ordered = sorted(set(uids))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)

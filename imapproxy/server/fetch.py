@@ -36,6 +36,7 @@ from ..protocol.response import (
     number_value,
     serialize_response,
 )
+from ..protocol.sets import batches, uid_set
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
 from .mailbox import (
@@ -561,27 +562,4 @@ def _flag_names(token: Token | None) -> set[str]:
 
 
 def _windows(rows: list[Row]) -> Iterator[list[Row]]:
-    window: list[Row] = []
-    size = 0
-    for row in rows:
-        if window and (len(window) >= WINDOW_MESSAGES or size + row.size > WINDOW_BYTES):
-            yield window
-            window, size = [], 0
-        window.append(row)
-        size += row.size
-    if window:
-        yield window
-
-
-def uid_set(uids: list[int]) -> str:
-    """A compact IMAP set: 1,2,3,7 -> "1:3,7"."""
-    out: list[str] = []
-    ordered = sorted(set(uids))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
-    return ",".join(out)
+    return batches(rows, WINDOW_MESSAGES, WINDOW_BYTES, lambda row: row.size)

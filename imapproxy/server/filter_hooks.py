@@ -30,9 +30,10 @@ from ..protocol.response import (
     number_value,
     serialize_response,
 )
+from ..protocol.sets import batches, uid_set
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, string_value
 from ..upstream.connection import Received, UpstreamConnection
-from .fetch import WINDOW_BYTES, WINDOW_MESSAGES, ContentFetch, uid_set
+from .fetch import WINDOW_BYTES, WINDOW_MESSAGES, ContentFetch
 
 if TYPE_CHECKING:
     from .session import Session
@@ -346,18 +347,9 @@ class SessionHooks:
 
 
 def _size_windows(sizes: list[tuple[int, int]]) -> Iterator[list[int]]:
-    """UIDs in windows of at most SEARCH_WINDOW messages and bytes (a message larger than
-    the byte bound gets a window of its own)."""
-    window: list[int] = []
-    total = 0
-    for uid, size in sizes:
-        if window and (len(window) >= SEARCH_WINDOW[0] or total + size > SEARCH_WINDOW[1]):
-            yield window
-            window, total = [], 0
-        window.append(uid)
-        total += size
-    if window:
-        yield window
+    """UIDs in windows of at most SEARCH_WINDOW messages and bytes."""
+    for window in batches(sizes, *SEARCH_WINDOW, size_of=lambda pair: pair[1]):
+        yield [uid for uid, _ in window]
 
 
 def _strip_separator(token: Token, separator: str) -> Token:

@@ -16,11 +16,12 @@ from imapproxy.migrate.engine import batches
 from imapproxy.migrate.errors import MigrateError
 from imapproxy.migrate.gmail import choose_mailboxes, is_gmail, not_copied_yet
 from imapproxy.migrate.maildir import MaildirFolder, internaldate_epoch, virtual_size
-from imapproxy.migrate.model import MessageMeta, decode_mutf7, normalize_flags, uid_set
+from imapproxy.migrate.model import MessageMeta, decode_mutf7, normalize_flags
 from imapproxy.migrate.progress import Progress
 from imapproxy.migrate.responses import Answer, meta_from, parse_list_entry, status_from
 from imapproxy.protocol.command import Command
 from imapproxy.protocol.response import DataResponse, StatusResponse, parse_response
+from imapproxy.protocol.sets import uid_set
 from imapproxy.upstream.backoff import Backoff
 from imapproxy.upstream.connection import Received
 
