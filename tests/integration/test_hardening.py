@@ -23,7 +23,7 @@ from imapproxy.config import Config, ListenerConfig
 from imapproxy.hardening_config import AuthPenaltyConfig
 
 from .conftest import TIMEOUT, RawClient, RunningProxy, code_of, make_config, quote, status_of
-from .test_upstream_faults import Relay
+from .relay import Relay
 
 RawFactory = Callable[..., RawClient]
 Factory = Callable[..., RunningProxy]

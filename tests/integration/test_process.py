@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from .conftest import TIMEOUT, RawClient, status_of
+from .relay import Relay
 from .test_tls_hardening import der_of, make_ca, served_certificate
-from .test_upstream_faults import Relay
 
 
 def free_port() -> int:

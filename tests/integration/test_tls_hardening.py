@@ -10,7 +10,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from imapproxy.devserver import DovecotServer
 from imapproxy.server.tls import server_context
 
 from .conftest import TIMEOUT, RawClient, RunningProxy, make_config
+from .relay import Relay
 
 ProxyFactory = Callable[..., RunningProxy]
 
@@ -212,44 +212,6 @@ def test_required_client_certificate_refuses_another_ca(
 # --- upstream hostname -----------------------------------------------------------------------
 
 
-class Forwarder:
-    """127.0.0.2:port -> target: the same TLS server under an address its certificate does
-    not name."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.2", 0))
-        self.listener.settimeout(0.2)
-        self.port: int = self.listener.getsockname()[1]
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            server = socket.create_connection(self.target, timeout=TIMEOUT)
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-
-
 @pytest.fixture(scope="module")
 def tls_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
     server = DovecotServer(tmp_path_factory.mktemp("tls-dovecot-hostname"), tls=True)
@@ -264,7 +226,8 @@ def test_upstream_certificate_hostname_is_checked(tls_dovecot: DovecotServer, ho
                                                   expected: bytes) -> None:
     """Chain trusted in both cases; only the address the certificate names is accepted."""
     assert tls_dovecot.cert_file is not None
-    forwarder = Forwarder(("127.0.0.1", tls_dovecot.ssl_port))
+    # The same TLS server under an address its certificate does not name.
+    forwarder = Relay(("127.0.0.1", tls_dovecot.ssl_port), host="127.0.0.2")
     port = tls_dovecot.ssl_port if host == "127.0.0.1" else forwarder.port
     config = make_config(host, port)
     config = dataclasses.replace(config, upstream=dataclasses.replace(

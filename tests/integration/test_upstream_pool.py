@@ -24,7 +24,8 @@ from .conftest import (
     seed_mailbox,
     status_of,
 )
-from .test_upstream_faults import Relay, closed_port
+from .relay import Relay
+from .test_upstream_faults import closed_port
 
 RawFactory = Callable[..., RawClient]
 ProxyFactory = Callable[..., RunningProxy]

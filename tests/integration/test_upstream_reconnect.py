@@ -16,7 +16,8 @@ import pytest
 from imapproxy.config import UpstreamPoolConfig
 
 from .conftest import RawClient, RunningProxy, status_of
-from .test_upstream_faults import Relay, expect_bye_and_close
+from .relay import Relay
+from .test_upstream_faults import expect_bye_and_close
 
 RawFactory = Callable[..., RawClient]
 ProxyFactory = Callable[..., RunningProxy]
