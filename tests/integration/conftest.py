@@ -360,3 +360,19 @@ def raw_proxy_login(raw_proxy: RawClient, account: Any) -> RawClient:
     """A raw connection to the proxy, logged in as ``account``."""
     raw_proxy.login(account.user, account.password)
     return raw_proxy
+
+
+@pytest.fixture
+def streamed_uids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """UIDs of the FETCH answers the proxy streams from a cache file, in order."""
+    from imapproxy.server.fetch import ContentFetch
+
+    seen: list[int] = []
+    original = ContentFetch._stream_response
+
+    async def spy(self: ContentFetch, row: Any, *rest: Any) -> None:
+        seen.append(row.uid)
+        await original(self, row, *rest)
+
+    monkeypatch.setattr(ContentFetch, "_stream_response", spy)
+    return seen

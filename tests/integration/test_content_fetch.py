@@ -166,15 +166,8 @@ def test_prefetch_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> None
 
 def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: RunningProxy,
                                                         raw_factory: Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    streamed: list[int] = []
-    original = ContentFetch._stream_response
-
-    async def counting(self: ContentFetch, row: Any, *args: Any) -> None:
-        streamed.append(row.uid)
-        await original(self, row, *args)
-
-    monkeypatch.setattr(ContentFetch, "_stream_response", counting)
+                                                        streamed_uids: list[int]) -> None:
+    streamed = streamed_uids
     big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d " % i + b"z" * 60 + b"\r\n"
                                              for i in range(40_000))  # ~3 MB
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)
@@ -211,7 +204,7 @@ def test_large_messages_stream_only_when_a_body_is_asked(account: Any, proxy: Ru
 
 def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
         account: Any, proxy: RunningProxy, raw_factory: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, streamed_uids: list[int]) -> None:
     fetched: list[list[int]] = []
     original = ContentFetch._fetch_bodies
 
@@ -221,14 +214,7 @@ def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
         return await original(self, uids)
 
     monkeypatch.setattr(ContentFetch, "_fetch_bodies", slow_counting)
-    streamed: list[int] = []
-    original_stream = ContentFetch._stream_response
-
-    async def counting(self: ContentFetch, row: Any, *args: Any) -> None:
-        streamed.append(row.uid)
-        await original_stream(self, row, *args)
-
-    monkeypatch.setattr(ContentFetch, "_stream_response", counting)
+    streamed = streamed_uids
     big = b"Subject: shared\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + b"".join(
         b"row %06d\r\n" % i for i in range(200_000))  # ~2 MB: streamed to the waiters
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)

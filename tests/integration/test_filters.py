@@ -500,19 +500,10 @@ def test_messages_left_alone_are_not_stored_twice(name: str, start: Start, accou
 
 def test_large_messages_left_alone_and_changed(start: Start, account: Any,
                                                imap_direct: imaplib.IMAP4,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               streamed_uids: list[int]) -> None:
     """Over the streaming threshold: the unchanged one is streamed from the cache, the
     changed one served from memory; both consistent, cold and warm."""
-    from imapproxy.server.fetch import ContentFetch
-
-    streamed: list[int] = []
-    stream_response = ContentFetch._stream_response
-
-    async def spy(self: ContentFetch, row: Any, *rest: Any) -> None:
-        streamed.append(row.uid)
-        await stream_response(self, row, *rest)
-
-    monkeypatch.setattr(ContentFetch, "_stream_response", spy)
+    streamed = streamed_uids
     filler = b"".join(b"line %07d of a large message\r\n" % i for i in range(40_000))
     left = b"Subject: big\r\n\r\n" + filler
     changed = b"Subject: big TAGME\r\n\r\n" + filler
