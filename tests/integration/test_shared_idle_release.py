@@ -140,3 +140,77 @@ def test_leader_leaving_hands_over_to_a_released_follower(
     assert b"* 1 EXPUNGE\r\n" in leader.ok("NOOP")
     assert view(leader.ok("FETCH 1:* (UID FLAGS)")) == expected
     assert proxy.app.pool.idle.idling == 0
+
+
+def test_done_right_after_a_change_tells_it_once(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    """Whether the shared reading or the reconciliation at DONE tells it, the follower hears
+    of each change exactly once, before its tagged OK."""
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
+    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
+    for client in (leader, follower):
+        client.login(account.user, account.password)
+        client.ok("SELECT INBOX")
+    idle(leader, "a")
+    idle(follower, "b")
+    wait_for(lambda: proxy.app.pool.parked == 1)  # the follower's, given back
+    imap = direct(account)
+    imap.store("2", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    imap.append("INBOX", None, None, messages(4)[3])
+    imap.logout()
+    untagged = done(follower, "b")
+    assert untagged.count(b"* 2 EXPUNGE\r\n") == 1, untagged
+    assert untagged[-1] == b"* 3 EXISTS\r\n", untagged
+    expected = direct_view(account)
+    assert view(follower.ok("FETCH 1:* (UID FLAGS)")) == expected
+    assert proxy.app.pool.reuses >= 1  # the parked connection served again
+    done(leader, "a")
+
+
+def test_qresync_follower_gets_vanished_and_modseq(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
+    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
+    leader.login(account.user, account.password)
+    leader.ok("SELECT INBOX")
+    follower.login(account.user, account.password)
+    follower.ok("ENABLE QRESYNC")
+    follower.ok("SELECT INBOX")
+    idle(leader, "a")
+    idle(follower, "b")
+    counting_relay.wait_live(1)  # ENABLEd connections are never parked: logged out
+    imap = direct(account)
+    imap.store("3", "+FLAGS", "\\Flagged")
+    line = read_until(follower, b"\\Flagged")[-1]  # after the view it was told at release
+    assert re.fullmatch(rb"\* 3 FETCH \(UID 3 FLAGS \([^)]*\\Flagged[^)]*\) MODSEQ \(\d+\)\)\r\n",
+                        line), line
+    imap.store("2", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    imap.logout()
+    assert read_until(follower, b"VANISHED")[-1] == b"* VANISHED 2\r\n"
+    done(follower, "b")
+    expected = direct_view(account)
+    assert view(follower.ok("FETCH 1:* (UID FLAGS)")) == expected
+    done(leader, "a")
+
+
+def test_leader_renews_its_upstream_idle(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_renew_seconds=0.3)
+    client = raw_factory(proxy.host, proxy.port)
+    client.login(account.user, account.password)
+    client.ok("SELECT INBOX")
+    counting_relay.throttle_on = b" IDLE\r\n"
+    idle(client, "a")
+    wait_for(lambda: len(counting_relay.seen) >= 3, timeout=5.0)
+    assert len(counting_relay.seen) >= 3  # re-issued, unseen by the client
+    imap = direct(account)
+    imap.append("INBOX", None, None, messages(4)[3])
+    imap.logout()
+    assert read_until(client, b" EXISTS")[-1] == b"* 4 EXISTS\r\n"
+    untagged = done(client, "a")
+    assert not any(u.startswith(b"+") for u in untagged), untagged
