@@ -50,7 +50,10 @@ async def shared_idle(session: Session, command: Command, registry: SharedIdle,
     try:
         while not client.done():
             if member.lead.is_set():
-                await follower.take_connection()
+                if await follower.take_connection():
+                    # Changes since the old leader left were read by this connection before
+                    # its IDLE: its IDLE will not report them, so the followers must look.
+                    registry.announce(member)
                 answered = await _lead(session, session._upstream(), command, member,
                                        registry, client)
                 break
@@ -129,12 +132,15 @@ class _Follower:
             self.told = tell(session, self.told, now, self.style)
         await session.writer.drain()
 
-    async def take_connection(self) -> None:
-        """Released: get a connection again, the client told what it has not been told."""
-        if self.told is not None:
-            told, self.told = self.told, None
-            await take_again(self.session, told, self.style)
-            await self.session.writer.drain()
+    async def take_connection(self) -> bool:
+        """Released: get a connection again, the client told what it has not been told.
+        False when the connection was kept all along."""
+        if self.told is None:
+            return False
+        told, self.told = self.told, None
+        await take_again(self.session, told, self.style)
+        await self.session.writer.drain()
+        return True
 
 
 class _Round(Enum):

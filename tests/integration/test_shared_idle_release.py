@@ -214,3 +214,35 @@ def test_leader_renews_its_upstream_idle(
     assert read_until(client, b" EXISTS")[-1] == b"* 4 EXISTS\r\n"
     untagged = done(client, "a")
     assert not any(u.startswith(b"+") for u in untagged), untagged
+
+
+def test_changes_while_no_one_leads_reach_every_follower(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    """The new leader waits for a connection slot while mail is expunged: its IDLE will not
+    report that (its SELECT saw it), so it tells the other followers to look."""
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0,
+                    max_parked_per_user=0, max_connections_per_user=2, queue_timeout=10.0)
+    leader, first, second, other = (raw_factory(proxy.host, proxy.port) for _ in range(4))
+    leader.login(account.user, account.password)
+    leader.ok("SELECT INBOX")
+    idle(leader, "a")
+    for client, tag in ((first, "b"), (second, "c")):
+        client.login(account.user, account.password)
+        client.ok("SELECT INBOX")
+        idle(client, tag)
+        counting_relay.wait_live(1)  # released
+    other.login(account.user, account.password)  # both slots held: the next leader waits
+    done(leader, "a")
+    imap = direct(account)
+    imap.store("2", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    imap.logout()
+    leader.ok("LOGOUT")
+    assert read_until(first, b" EXPUNGE")[-1] == b"* 2 EXPUNGE\r\n"
+    other.ok("LOGOUT")  # a slot for the reading of the last follower
+    assert read_until(second, b" EXPUNGE")[-1] == b"* 2 EXPUNGE\r\n"
+    expected = direct_view(account)
+    for client, tag in ((first, "b"), (second, "c")):
+        done(client, tag)
+        assert view(client.ok("FETCH 1:* (UID FLAGS)")) == expected
