@@ -54,8 +54,8 @@ class UpstreamPoolConfig:
     shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
     idle_release_after: float = 10.0  # a shared-IDLE follower gives its connection back then
     max_parked_per_user: int = 2  # parked connections kept per user; extra ones log out
-    idle_poll_interval: float = 60.0  # NOOP polling by the leader when the upstream lacks IDLE
-    idle_renew_seconds: float = 29 * 60.0  # the leader's upstream IDLE is re-issued this often
+    idle_poll_interval: float = 60.0  # leader's NOOP polling without upstream IDLE (0 = none)
+    idle_renew_seconds: float = 29 * 60.0  # the leader re-issues its upstream IDLE (0 = never)
 
 
 @dataclass(frozen=True)

@@ -175,9 +175,10 @@ async def _lead(session: Session, upstream: UpstreamConnection, command: Command
 async def poll_for_news(upstream: UpstreamConnection, relay: Callable[[Received], None],
                         drain: Callable[[], Awaitable[None]], client: ClientEvent,
                         interval: float) -> None:
-    """No IDLE upstream: a NOOP every ``interval`` seconds until the client speaks."""
+    """No IDLE upstream: a NOOP every ``interval`` seconds until the client speaks (0: no
+    polling, the client is told at its next command)."""
     while not client.done():
-        await asyncio.wait({client}, timeout=interval)
+        await asyncio.wait({client}, timeout=interval or None)
         if client.done():
             return
         async for item in upstream.execute(Command("", "NOOP")):
@@ -192,7 +193,8 @@ async def _idle_round(session: Session, upstream: UpstreamConnection, command: C
     """One upstream IDLE, ended by the client or after ``renew_after`` seconds."""
     responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
     next_response = asyncio.ensure_future(responses.__anext__())
-    renew = asyncio.ensure_future(asyncio.sleep(renew_after))
+    renew: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(renew_after)) \
+        if renew_after > 0 else asyncio.get_running_loop().create_future()  # 0: never
     done_sent = finished = False
     try:
         while True:
