@@ -246,3 +246,23 @@ def test_changes_while_no_one_leads_reach_every_follower(
     for client, tag in ((first, "b"), (second, "c")):
         done(client, tag)
         assert view(client.ok("FETCH 1:* (UID FLAGS)")) == expected
+
+
+def test_empty_mailbox_then_first_message(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any) -> None:
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
+    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
+    for client in (leader, follower):
+        client.login(account.user, account.password)
+        assert b"* 0 EXISTS\r\n" in client.ok("EXAMINE INBOX")
+    idle(leader, "a")
+    idle(follower, "b")
+    wait_for(lambda: proxy.app.pool.parked == 1)
+    imap = direct(account)
+    imap.append("INBOX", None, None, messages(1)[0])
+    imap.logout()
+    assert read_until(follower, b" EXISTS")[-1] == b"* 1 EXISTS\r\n"
+    done(follower, "b")
+    assert view(follower.ok("FETCH 1:* (UID FLAGS)")) == direct_view(account)
+    done(leader, "a")
