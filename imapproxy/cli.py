@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     _add_cache_parser(commands)
     admin_cli.add_parsers(commands, _HelpFormatter)
+    from imapproxy.migrate.command import add_subcommands as add_migrate_subcommands
+    add_migrate_subcommands(commands)
     return parser
 
 

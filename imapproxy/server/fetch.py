@@ -266,8 +266,9 @@ class ContentFetch:
         exactly as served (CRLF, no NUL): those are copied from the cache file to the client
         in chunks, never held in memory whole. ``fetched``: bodies just read from upstream
         (checked as they are; the others are checked in the index)."""
-        if self.cache is None or not all(_whole_message(i) for i in request.items):
-            return {}
+        if self.cache is None or not all(_whole_message(i) for i in request.items) \
+                or sum(map(_is_whole_body, request.items)) != 1:
+            return {}  # streamed: the one body literal of the answer
         fetched = fetched or {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
         if self.filtered is not None and large:  # only what the chain left as it was
@@ -528,9 +529,13 @@ class _Renderer:
 
 def _whole_message(item: FetchItem) -> bool:
     """An item answered by the message bytes alone (or their size): streamable."""
-    if item.is_state or item.name in ("RFC822", "RFC822.SIZE"):
-        return True
-    return item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None
+    return item.is_state or item.name == "RFC822.SIZE" or _is_whole_body(item)
+
+
+def _is_whole_body(item: FetchItem) -> bool:
+    """BODY[] or RFC822: the whole message as a literal."""
+    return item.name == "RFC822" or (
+        item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None)
 
 
 def _known(bodies: dict[int, bytes]) -> Callable[[list[int]], Awaitable[dict[int, bytes]]]:

@@ -196,6 +196,19 @@ def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: Run
     assert fetch_map(through, "FETCH 1 (RFC822)")[1][b"RFC822"].endswith(big[-100:])
 
 
+def test_large_messages_stream_only_when_a_body_is_asked(account: Any, proxy: RunningProxy,
+                                                         raw_factory: Any) -> None:
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d\r\n" % i for i in range(150_000))
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, big)
+    imap.logout()
+    through, direct = twin_clients(proxy, account, raw_factory)
+    for asked in ("UID RFC822.SIZE", "BODY.PEEK[]", "UID RFC822.SIZE", "RFC822.SIZE FLAGS",
+                  "BODY.PEEK[] RFC822", "RFC822 RFC822.SIZE"):
+        assert through.ok(f"FETCH 1 ({asked})") == direct.ok(f"FETCH 1 ({asked})"), asked
+
+
 def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
         account: Any, proxy: RunningProxy, raw_factory: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
