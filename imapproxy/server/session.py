@@ -234,6 +234,7 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
+        watched = self.upstream
         if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
@@ -249,6 +250,8 @@ class Session:
             return data
         read.cancel()
         if lost is not None and lost in done:
+            if watched is not self.upstream:  # given back meanwhile (shared IDLE): not ours
+                return await self._read(timeout)
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)

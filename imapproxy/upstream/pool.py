@@ -211,7 +211,9 @@ class UpstreamPool:
         try:
             if reusable and self.settings.reuse_idle_seconds > 0 and not self._closed \
                     and not self.slots.waiting and not conn.lost \
-                    and await _reset(conn, selected) and not self._closed:
+                    and self._room_to_park(lease.user) \
+                    and await _reset(conn, selected) and not self._closed \
+                    and self._room_to_park(lease.user):
                 self._park(conn, lease)
                 lease = None
             else:
@@ -221,6 +223,11 @@ class UpstreamPool:
                 conn.close()
                 self.slots.give_back(lease.user)
                 self.on_event("closed")
+
+    def _room_to_park(self, user: str) -> bool:
+        """Parked connections count as open upstream ones: at most ``max_parked_per_user``."""
+        mine = sum(1 for parked in self._parked if parked.lease.user == user)
+        return mine < self.settings.max_parked_per_user
 
     def _park(self, conn: UpstreamConnection, lease: _Lease) -> None:
         parked = _Parked(conn, lease)

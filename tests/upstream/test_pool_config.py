@@ -28,6 +28,18 @@ def test_defaults_and_values(tmp_path: Path) -> None:
     assert pool.queue_timeout == 2.5 and pool.breaker_failures == 3 and pool.degraded_reads
 
 
+def test_shared_idle_settings(tmp_path: Path) -> None:
+    defaults = UpstreamPoolConfig()
+    assert (defaults.idle_release_after, defaults.max_parked_per_user) == (10.0, 2)
+    assert (defaults.idle_poll_interval, defaults.idle_renew_seconds) == (60.0, 1740.0)
+    pool = load(tmp_path, "shared_idle = true\nidle_release_after = 0\n"
+                          "max_parked_per_user = 0\nidle_poll_interval = 5\n"
+                          "idle_renew_seconds = 600\n")
+    assert pool.shared_idle and pool.idle_release_after == 0.0
+    assert pool.max_parked_per_user == 0 and isinstance(pool.max_parked_per_user, int)
+    assert (pool.idle_poll_interval, pool.idle_renew_seconds) == (5.0, 600.0)
+
+
 @pytest.mark.parametrize(("line", "problem"), [
     ("max_connections = -1", "must be 0 or more"),
     ("max_connections = 1.5", "must be an integer"),
