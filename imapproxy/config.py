@@ -53,7 +53,7 @@ class UpstreamPoolConfig:
     degraded_reads: bool = False  # keep a session whose upstream died, serving cached reads
     shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
     idle_release_after: float = 10.0  # a shared-IDLE follower gives its connection back then
-    max_parked_per_user: int = 2  # parked connections kept per user; extra ones log out
+    max_parked_per_user: int = 8  # parked connections kept per user; extra ones log out
     idle_poll_interval: float = 60.0  # leader's NOOP polling without upstream IDLE (0 = none)
     idle_renew_seconds: float = 29 * 60.0  # the leader re-issues its upstream IDLE (0 = never)
 

@@ -30,7 +30,7 @@ def test_defaults_and_values(tmp_path: Path) -> None:
 
 def test_shared_idle_settings(tmp_path: Path) -> None:
     defaults = UpstreamPoolConfig()
-    assert (defaults.idle_release_after, defaults.max_parked_per_user) == (10.0, 2)
+    assert (defaults.idle_release_after, defaults.max_parked_per_user) == (10.0, 8)
     assert (defaults.idle_poll_interval, defaults.idle_renew_seconds) == (60.0, 1740.0)
     pool = load(tmp_path, "shared_idle = true\nidle_release_after = 0\n"
                           "max_parked_per_user = 0\nidle_poll_interval = 5\n"
