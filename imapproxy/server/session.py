@@ -224,6 +224,8 @@ class Session:
                 raise
             except ImapError as exc:
                 self.write(error_answer(command.tag, exc))
+            except ProtocolError as exc:  # an argument of the wrong kind, met by a handler
+                self.write(status_line(command.tag, "BAD", f"Error in IMAP command: {exc}"))
 
     # --- dispatch ----------------------------------------------------------------------------
 

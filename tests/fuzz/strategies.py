@@ -4,6 +4,8 @@ ways to cut a byte stream into chunks."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import strategies as st
 
 from imapproxy.protocol.command import Command
@@ -75,7 +77,8 @@ PIECES = [
     b"[", b"]", b"<0.5>", b"<", b">", b"*", b"+", b"\x00", b"\xff", b"\x80", b"BODY[",
     b"BODY.PEEK[HEADER.FIELDS (", b"BINARY[1.2]", b"1:*", b"1:4294967295", b"NIL", b"%",
     b"[ALERT]", b"[CAPABILITY ", b"9" * 30, b"&AOk-", b"&-", b"&Jjo", b"(" * 70, b")" * 70,
-    b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822.SIZE", b"\\Seen", b"MIME", b"TEXT",
+    b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822.SIZE", b"\\Seen", b"MIME", b"TEXT", b"\xb5",
+    b"\xdf", b"9" * 5000, b"1:1048576,",
 ]
 imap_soup = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=4)),
                      max_size=60).map(b"".join)
@@ -89,7 +92,7 @@ def chunkings(draw: st.DrawFn, data: bytes) -> list[bytes]:
         return []
     cuts = sorted(set(draw(st.lists(st.integers(1, len(data)), max_size=12))))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if a < b]
 
 
 # --- messages for the MIME parser ------------------------------------------------------------

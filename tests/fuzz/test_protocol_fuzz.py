@@ -17,9 +17,9 @@ from imapproxy.protocol.tokens import Literal, ParenList, Token, TokenReader, se
 from .budget import fuzz_settings, no_hang
 from .strategies import chunkings, commands, hostile_bytes, responses, tokens
 
-MAX_LINE = 300
-MAX_LITERAL = 200
-MAX_MESSAGE = 1000
+MAX_LINE = 80
+MAX_LITERAL = 40
+MAX_MESSAGE = 300
 
 
 def new_framer(server_side: bool = True) -> Framer:
