@@ -51,11 +51,14 @@ def marked_message(marker: bytes, index: int) -> bytes:
 
 
 class MarkerScanner:
-    """Watches one session's received bytes for any of ``forbidden`` markers."""
+    """Watches one session's received bytes for any of ``forbidden`` markers (and notes
+    whether it saw ``own``, the session user's marker: proof its mail was read at all)."""
 
-    def __init__(self, forbidden: Iterable[bytes]) -> None:
+    def __init__(self, forbidden: Iterable[bytes], own: bytes | None = None) -> None:
         self.forbidden = tuple(forbidden)
-        self._keep = max((len(m) for m in self.forbidden), default=1) - 1
+        self.own = own
+        self.saw_own = False
+        self._keep = max((len(m) for m in (*self.forbidden, own or b"")), default=1) - 1
         self._tail = b""
         self.received = 0
         self.leaks: list[bytes] = []
@@ -67,4 +70,6 @@ class MarkerScanner:
             at = window.find(marker)
             if at >= 0:
                 self.leaks.append(window[max(0, at - 80):at + len(marker) + 80])
+        if self.own is not None and not self.saw_own:
+            self.saw_own = self.own in window
         self._tail = window[-self._keep:] if self._keep else b""

@@ -99,6 +99,8 @@ class HostileStreams:
             ]) + b"\r\n"
         items = b" ".join(r.sample(FETCH_ITEMS, r.randrange(1, 5)))
         uid = b"UID " if r.random() < 0.5 else b""
+        if r.random() < 0.4:  # content FETCHes: the proxy's own code, and the user's mail
+            return t + b" " + uid + b"FETCH " + self.sequence_set() + b" (" + items + b")\r\n"
         return t + b" " + r.choice([
             b"NOOP", b"CAPABILITY", b"SELECT INBOX", b"EXAMINE INBOX", b"SELECT " + self.mailbox(),
             b"LIST \"\" " + self.mailbox(), b"LSUB \"\" *", b"STATUS " + self.mailbox()
@@ -115,7 +117,7 @@ class HostileStreams:
                 b"Subject: fuzz\r\n\r\n" + self.junk()),
             b"IDLE\r\nDONE", b"IDLE\r\n" + self.junk(), b"ENABLE CONDSTORE QRESYNC",
             b"ID " + self.nested(), b"UNSELECT", b"CHECK", b"CLOSE", b"EXPUNGE",
-            uid + b"MOVE " + self.sequence_set() + b" fuzz", b"NAMESPACE",
+            uid + b"MOVE " + self.sequence_set() + b" " + self.mailbox(), b"NAMESPACE",
             b"GETQUOTAROOT INBOX", b"X-UNKNOWN " + self.junk(),
         ]) + b"\r\n"
 
