@@ -11,6 +11,8 @@ import base64
 import secrets
 from collections.abc import Iterable
 
+from tests.integration.conftest import RawClient
+
 
 def new_marker() -> bytes:
     """A marker no other user's mail (and no generated junk) can contain by chance."""
@@ -73,3 +75,19 @@ class MarkerScanner:
         if self.own is not None and not self.saw_own:
             self.saw_own = self.own in window
         self._tail = window[-self._keep:] if self._keep else b""
+
+
+class ScannedClient(RawClient):
+    """A RawClient whose every received byte goes through a MarkerScanner."""
+
+    def __init__(self, host: str, port: int, scanner: MarkerScanner, timeout: float) -> None:
+        self.scanner = scanner
+        super().__init__(host, port, timeout=timeout)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.scanner.feed(data)
+        if not data:
+            return False
+        self.buf += data
+        return True

@@ -26,7 +26,7 @@ import pytest
 from imapproxy.devserver import DovecotServer
 from tests.conftest import Account, make_account
 from tests.integration.conftest import RawClient, quote, status_of
-from tests.marked_mail import MarkerScanner, marked_message, new_marker
+from tests.marked_mail import MarkerScanner, ScannedClient, marked_message, new_marker
 
 from .budget import NETWORK_SECONDS
 from .hostile import HostileStreams, Segment
@@ -82,22 +82,6 @@ def bodies_of(untagged: list[bytes]) -> list[bytes]:
     return out
 
 
-class ScannedClient(RawClient):
-    """A RawClient whose every received byte goes through a MarkerScanner."""
-
-    def __init__(self, host: str, port: int, scanner: MarkerScanner) -> None:
-        self.scanner = scanner
-        super().__init__(host, port, timeout=SOCKET_TIMEOUT * 3)
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(65536)
-        self.scanner.feed(data)
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-
 # --- the workers ----------------------------------------------------------------------------
 
 
@@ -107,7 +91,7 @@ def well_behaved(proxy: ProxyProcess, user: User, others: list[bytes], tally: Ta
     scanner = MarkerScanner(others)
     tally.scanners.append(scanner)
     try:
-        with ScannedClient(proxy.host, proxy.port, scanner) as client:
+        with ScannedClient(proxy.host, proxy.port, scanner, SOCKET_TIMEOUT * 3) as client:
             client.login(user.account.user, user.account.password)
             client.ok("SELECT INBOX")
             while not stop.is_set():
@@ -130,7 +114,7 @@ def canaries(proxy: ProxyProcess, user: User, others: list[bytes], tally: Tally,
         scanner = MarkerScanner(others)
         tally.scanners.append(scanner)
         try:
-            with ScannedClient(proxy.host, proxy.port, scanner) as client:
+            with ScannedClient(proxy.host, proxy.port, scanner, SOCKET_TIMEOUT * 3) as client:
                 client.login(user.account.user, user.account.password)
                 client.ok("EXAMINE INBOX")
                 got = bodies_of(client.ok("FETCH 1:* (BODY.PEEK[])"))
