@@ -159,6 +159,29 @@ def fuzzer(proxy: ProxyProcess, user: User, forbidden_when_in: list[bytes],
         tally.fuzz_sessions += 1
 
 
+def slow_loris(proxy: ProxyProcess, forbidden: list[bytes], tally: Tally,
+               stop: threading.Event) -> None:
+    """Connections that never finish a line (or a literal), a byte every few tenths of a
+    second: they must cost the proxy nothing that others notice. One the proxy ends (its
+    pre-auth timeout, in long runs) starts over."""
+    trickles = [b"s1 LOGIN " + b"a" * 10_000, b"s2 APPEND INBOX {500+}\r\n" + b"b" * 500,
+                b"s3 ID (" + b"(" * 5000, b"\0" * 10_000]
+    while not stop.is_set():
+        scanners = [MarkerScanner(forbidden) for _ in trickles]
+        tally.scanners.extend(scanners)
+        with contextlib.ExitStack() as stack:
+            try:
+                socks = [stack.enter_context(fuzz_connection(proxy)) for _ in trickles]
+                for sent in range(10_000):
+                    if stop.wait(0.2):
+                        return
+                    for sock, data, scanner in zip(socks, trickles, scanners, strict=True):
+                        sock.sendall(data[sent:sent + 1])
+                        drain(sock, scanner, 0.0)
+            except OSError:
+                continue
+
+
 @contextlib.contextmanager
 def fuzz_connection(proxy: ProxyProcess) -> Iterator[socket.socket]:
     sock = socket.create_connection((proxy.host, proxy.port), timeout=SOCKET_TIMEOUT)
@@ -225,6 +248,8 @@ def test_network_fuzz(dovecot: DovecotServer, proxy_process: ProxyProcess) -> No
         threading.Thread(target=canaries, args=(
             proxy_process, canary, [good.marker, target.marker], tally, stop)),
     ]
+    workers.append(threading.Thread(target=slow_loris, args=(proxy_process, markers, tally,
+                                                             stop)))
     workers += [threading.Thread(target=fuzzer, args=(
         proxy_process, target, [good.marker, canary.marker], markers, seed + n, tally, stop))
         for n in range(FUZZ_WORKERS)]
