@@ -37,6 +37,7 @@ FUZZ_WORKERS = 3
 MAX_RSS_GROWTH = 150 * 1024 * 1024  # bytes over the warmed-up proxy
 TRICKLE_BYTES = 120  # of a slow-loris segment sent byte by byte, the rest at once
 SOCKET_TIMEOUT = 3.0
+MAX_LATENCY = 8.0  # seconds for a well-behaved round or a canary: beyond, the loop stalled
 _BODY = re.compile(rb"BODY\[\] \{(\d+)\}\r\n")
 
 
@@ -55,6 +56,7 @@ class Tally:
     fuzz_bytes_sent: int = 0
     good_rounds: int = 0
     canaries: int = 0
+    slowest: float = 0.0  # seconds, of one well-behaved round or one canary session
     failures: list[str] = field(default_factory=list)
     scanners: list[MarkerScanner] = field(default_factory=list)
 
@@ -95,12 +97,14 @@ def well_behaved(proxy: ProxyProcess, user: User, others: list[bytes], tally: Ta
             client.login(user.account.user, user.account.password)
             client.ok("SELECT INBOX")
             while not stop.is_set():
+                started = time.monotonic()
                 got = bodies_of(client.ok("FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE)"))
                 if got != user.bodies:
                     tally.failures.append(f"well-behaved session got {len(got)} wrong bodies")
                     return
                 client.ok("UID FETCH 1:* (BINARY.PEEK[3] RFC822.SIZE)")
                 client.ok("NOOP")
+                tally.slowest = max(tally.slowest, time.monotonic() - started)
                 tally.good_rounds += 1
                 stop.wait(0.05)  # leave the CPU to the fuzzers
     except (OSError, EOFError, AssertionError) as exc:
@@ -113,6 +117,7 @@ def canaries(proxy: ProxyProcess, user: User, others: list[bytes], tally: Tally,
     while not stop.wait(0.5):
         scanner = MarkerScanner(others)
         tally.scanners.append(scanner)
+        started = time.monotonic()
         try:
             with ScannedClient(proxy.host, proxy.port, scanner, SOCKET_TIMEOUT * 3) as client:
                 client.login(user.account.user, user.account.password)
@@ -125,6 +130,7 @@ def canaries(proxy: ProxyProcess, user: User, others: list[bytes], tally: Tally,
         if got != user.bodies:
             tally.failures.append("canary got wrong bodies")
             return
+        tally.slowest = max(tally.slowest, time.monotonic() - started)
         tally.canaries += 1
 
 
@@ -271,7 +277,7 @@ def test_network_fuzz(dovecot: DovecotServer, proxy_process: ProxyProcess) -> No
     reading = sum(scanner.saw_own for scanner in tally.scanners)
     context = (f"seed={seed} fuzz sessions={tally.fuzz_sessions} (read mail: {reading}) "
                f"bytes sent={tally.fuzz_bytes_sent} good rounds={tally.good_rounds} "
-               f"canaries={tally.canaries} rss {baseline >> 20} -> peak {peak >> 20} MiB")
+               f"canaries={tally.canaries} slowest={tally.slowest:.2f} s rss {baseline >> 20} -> peak {peak >> 20} MiB")
     print(context)
     assert not any(w.is_alive() for w in workers), f"a worker hung; {context}"
     assert proxy_process.alive, f"proxy died; {context}\n{proxy_process.log_text()[-3000:]}"
@@ -281,6 +287,7 @@ def test_network_fuzz(dovecot: DovecotServer, proxy_process: ProxyProcess) -> No
     leaks = [leak for scanner in tally.scanners for leak in scanner.leaks]
     assert not leaks, f"another user's data was served: {leaks[:3]!r}; {context}"
     assert peak - baseline < MAX_RSS_GROWTH, context
+    assert tally.slowest < MAX_LATENCY, f"a stalled proxy; {context}"
     assert tally.good_rounds > 0 and tally.canaries > 0 and reading > 0, context
     # And after it all, a fresh session still works.
     with RawClient(proxy_process.host, proxy_process.port) as after:
