@@ -29,6 +29,7 @@ from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
 from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rejected
+from ..protocol.nonsync import check_append
 from ..protocol.response import (
     Continuation,
     DataResponse,
@@ -241,6 +242,8 @@ class Session:
         if self.state not in spec[0]:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
+        if command.name == "APPEND":
+            check_append(command)
         handler = self._local_handlers().get(command.name, self.forward)
         await self._settle_prefetch()
         await handler(command)

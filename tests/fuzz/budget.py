@@ -1,6 +1,6 @@
 """The fuzzing budget: small in CI, scaled up by environment variables for long campaigns.
 
-- ``IMAPPROXY_FUZZ_EXAMPLES``: hypothesis examples per property (default 150; the whole
+- ``IMAPPROXY_FUZZ_EXAMPLES``: hypothesis examples per property (default 200; the whole
   protocol and MIME suite then runs in well under a minute on a busy 2-core machine).
 - ``IMAPPROXY_FUZZ_SECONDS``: how long the network fuzz test hammers the proxy (default 20).
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 
-EXAMPLES = int(os.environ.get("IMAPPROXY_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("IMAPPROXY_FUZZ_EXAMPLES", "200"))
 NETWORK_SECONDS = float(os.environ.get("IMAPPROXY_FUZZ_SECONDS", "20"))
 HANG_SECONDS = 5.0  # one input through one parser: far beyond this is an endless loop
 

@@ -57,7 +57,7 @@ class HostileStreams:
         r = self.rng
         name = r.choice(BROKEN_UTF7 + [b"INBOX", b"fuzz", b"Fuzz/&AOk-t\xe9"])
         form = r.randrange(3)
-        if form == 0 and all(32 < c < 127 and c not in b'(){%*"\\]' for c in name):
+        if form == 0 and all(32 < c != 127 and c not in b'(){%*"\\]' for c in name):
             return name
         if form == 1 and b"\0" not in name:
             return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -101,6 +101,12 @@ class HostileStreams:
         uid = b"UID " if r.random() < 0.5 else b""
         if r.random() < 0.4:  # content FETCHes: the proxy's own code, and the user's mail
             return t + b" " + uid + b"FETCH " + self.sequence_set() + b" (" + items + b")\r\n"
+        if r.random() < 0.05:  # a token the upstream refuses, then a literal holding a command
+            inner = b"\r\n" + self.tag() + b" CREATE Smuggled\r\n"
+            bad = r.choice([b"\xff", b'a["x"]', b"a[(]", b"caf\xc3\xa9", b"", b"a[{1}]"])
+            literal = r.choice([b"~", b""]) + b"{%d+}\r\n" % len(inner) + inner
+            return t + b" " + r.choice([b"SELECT ", b'LIST "" ', b"STATUS "]) + bad + b" " \
+                + literal + b"\r\n"
         return t + b" " + r.choice([
             b"NOOP", b"CAPABILITY", b"SELECT INBOX", b"EXAMINE INBOX", b"SELECT " + self.mailbox(),
             b"LIST \"\" " + self.mailbox(), b"LSUB \"\" *", b"STATUS " + self.mailbox()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 
 START_TIMEOUT = 20.0
 CRASH_SIGNS = ("session crashed", "Traceback", "Task exception was never retrieved")
+# The upstream answered a tag the proxy never sent (its own are U1, U2, ...): bytes of the
+# client reached the upstream as a command of their own.
+SMUGGLED = re.compile(r"late answer to upstream command (?!U\d+$)")
 
 
 def free_port() -> int:
@@ -65,7 +69,7 @@ class ProxyProcess:
 
     def crash_lines(self) -> list[str]:
         return [line for line in self.log_text().splitlines()
-                if any(sign in line for sign in CRASH_SIGNS)]
+                if any(sign in line for sign in CRASH_SIGNS) or SMUGGLED.search(line)]
 
     def stop(self) -> None:
         if self.alive:

@@ -473,3 +473,26 @@ def test_huge_fetch_sets_are_answered_promptly(raw_proxy_login: RawClient,
         assert status_of(tagged) in (b"OK", b"NO", b"BAD"), tagged
     assert time.monotonic() - started < 5.0
     raw_proxy_login.ok("NOOP")
+
+
+@pytest.mark.parametrize("head", [
+    b"SELECT \xff ", b'SELECT a["x"] ', b'LIST "" ~', b"SELECT a[(] ", b"CHECK ",
+    b"CREATE Other (USE (\\Drafts)) ", b"APPEND INBOX (\\Bad) ", b'APPEND INBOX "bad date" ',
+    b"COPY 1 INBOX x ", b"STATUS INBOX (MESSAGES) x ", b"UID EXPUNGE 1 ", b"APPEND INBOX x ",
+])
+def test_literal_data_is_never_run_upstream_as_commands(raw_proxy_login: RawClient,
+                                                        account: Any, head: bytes) -> None:
+    """Found by tests/fuzz/test_network_fuzz.py: Dovecot stops at an argument it refuses or
+    does not take, skips to the line feed and reads what follows as commands: the data of a
+    non-synchronising literal. Relayed as such, it ran upstream unseen by the proxy."""
+    raw_proxy_login.ok("SELECT INBOX")
+    smuggled = b"\r\nx9 CREATE Smuggled\r\n"
+    _, tagged = raw_proxy_login.command(head + b"{%d+}\r\n" % len(smuggled) + smuggled)
+    assert status_of(tagged) in (b"OK", b"NO", b"BAD"), tagged
+    raw_proxy_login.ok("NOOP")
+    imap = imap_login(account.host, account.port, account.user, account.password)
+    try:
+        typ, data = imap.list('""', "Smuggled")
+        assert typ == "OK" and data == [None], data
+    finally:
+        imap.logout()
