@@ -11,6 +11,7 @@ from imapproxy.protocol.command import Command, parse_command, serialize_command
 from imapproxy.protocol.errors import ProtocolError
 from imapproxy.protocol.fetch import FetchRequest, parse_fetch_items
 from imapproxy.protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rejected
+from imapproxy.protocol.nonsync import check_append, may_send_nonsync
 from imapproxy.protocol.response import Response, parse_response, serialize_response
 from imapproxy.protocol.tokens import Literal, ParenList, Token, TokenReader, serialize_tokens
 
@@ -72,6 +73,11 @@ def check_round_trips(command: Command | None, response: Response | None) -> Non
             pass
         else:
             assert isinstance(request, FetchRequest)
+        assert isinstance(may_send_nonsync(command), bool)
+        try:
+            check_append(command)
+        except ProtocolError:
+            pass
     if response is not None:
         assert parse_response(serialize_response(response)) == response
 
