@@ -27,7 +27,9 @@ and the proxy's CPU time)::
 
 prints one JSON line ``{"port": P, "control_port": C}`` and then serves until stdin closes or
 SIGTERM. The control port takes one command per line and answers one JSON line:
-``STATS`` (``{"up":..., "down":..., "connections":..., "latency_ms":..., "bandwidth_mbit":...}``),
+``STATS`` (``{"up":..., "down":..., "connections":..., "lines_up":..., "latency_ms":...,
+"bandwidth_mbit":...}``; ``lines_up`` counts client -> target lines: commands, for a client
+that sends no literals),
 ``RESET`` (zero the counters), ``LATENCY <ms>``, ``BANDWIDTH <mbit, 0 = none>``.
 """
 
@@ -75,6 +77,7 @@ class _Direction:
                 n = len(data)
                 if self.upward:
                     self.relay.up += n
+                    self.relay.lines_up += data.count(b"\n")  # ~ commands, without literals
                 else:
                     self.relay.down += n
                 start = max(now, self.wire_free)
@@ -139,6 +142,7 @@ class Relay:
         self.max_buffer = max_buffer
         self.up = 0
         self.down = 0
+        self.lines_up = 0
         self.connections = 0
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,10 +154,11 @@ class Relay:
         return port
 
     def reset(self) -> None:
-        self.up = self.down = 0
+        self.up = self.down = self.lines_up = self.connections = 0
 
     def stats(self) -> dict[str, float]:
         return {"up": self.up, "down": self.down, "connections": self.connections,
+                "lines_up": self.lines_up,
                 "latency_ms": self.latency * 1000, "bandwidth_mbit": self.bandwidth * 8 / 1e6}
 
     async def start(self) -> None:

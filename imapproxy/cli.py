@@ -34,10 +34,11 @@ from imapproxy.config import (
     load_config,
     parse_bind,
 )
+from imapproxy.observability import admin_cli
+from imapproxy.observability.logformat import formatter
 
 log = logging.getLogger("imapproxy.cli")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 DEMO_LISTEN = "127.0.0.1:1143"
 
 
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
     _add_cache_parser(commands)
+    admin_cli.add_parsers(commands, _HelpFormatter)
+    from imapproxy.migrate.command import add_subcommands as add_migrate_subcommands
+    add_migrate_subcommands(commands)
     return parser
 
 
@@ -202,7 +206,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.observability.log_format)
     if config.upstream.insecure_skip_verify:
         log.warning(
             "upstream TLS certificate verification is DISABLED (--insecure-upstream / "
@@ -214,14 +218,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 _OUR_HANDLER = "_imapproxy_cli_handler"
 
 
-def setup_logging(level: str) -> None:
-    """Log ``LOG_FORMAT`` lines to stderr at ``level`` (idempotent)."""
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log lines to stderr at ``level``, as text, key=value or JSON (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _OUR_HANDLER, False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter(log_format))
     setattr(handler, _OUR_HANDLER, True)
     root.addHandler(handler)
     root.setLevel(level)

@@ -5,6 +5,7 @@ Every setting here is documented with its default in conf/imapproxy.toml.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -17,8 +18,13 @@ from typing import Any, Literal
 
 import platformdirs
 
+from . import hardening_config as hardening
+from .filtering.names import CLIENT_FIXUPS, SERVER_QUIRKS
+from .hardening_config import AuthPenaltyConfig, Network, ServerConfig
+
 TlsMode = Literal["none", "starttls", "implicit"]
 UpstreamSecurity = Literal["plain", "starttls", "implicit"]
+LogFormat = Literal["text", "kv", "json"]
 
 
 class ConfigError(Exception):
@@ -28,6 +34,28 @@ class ConfigError(Exception):
         super().__init__(f"config error: {setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+@dataclass(frozen=True)
+class UpstreamPoolConfig:
+    """Upstream connection management (imapproxy/upstream/pool.py, docs/upstream.md)."""
+
+    reuse_idle_seconds: float = 60.0  # keep a logged-out user's connection this long (0 = off)
+    max_connections: int = 0  # upstream connections over all users (0 = no cap)
+    max_connections_per_user: int = 0  # upstream connections per user (0 = no cap)
+    queue_timeout: float = 30.0  # a login waits this long for a free connection slot
+    throttle_initial: float = 0.05  # back-off after [THROTTLED], doubled each time...
+    throttle_max: float = 16.0  # ...up to this
+    throttle_shrink_after: float = 0.5  # halved after this long without a throttle
+    slow_response_seconds: float = 0.0  # a slower first response counts as throttling (0 = off)
+    breaker_failures: int = 5  # consecutive upstream failures that open the breaker (0 = off)
+    breaker_cooldown: float = 30.0  # seconds the breaker stays open before a probe
+    degraded_reads: bool = False  # keep a session whose upstream died, serving cached reads
+    shared_idle: bool = False  # one upstream IDLE per user and mailbox (upstream/shared_idle.py)
+    idle_release_after: float = 10.0  # a shared-IDLE follower gives its connection back then
+    max_parked_per_user: int = 8  # parked connections kept per user; extra ones log out
+    idle_poll_interval: float = 60.0  # leader's NOOP polling without upstream IDLE (0 = none)
+    idle_renew_seconds: float = 29 * 60.0  # the leader re-issues its upstream IDLE (0 = never)
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,8 @@ class UpstreamConfig:
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
+    quirks: tuple[str, ...] = ()  # server fixups (imapproxy/filtering/names.py)
+    pool: UpstreamPoolConfig = field(default_factory=UpstreamPoolConfig)
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,12 @@ class ListenerConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     allow_plaintext_auth: bool = False  # loopback clients are always allowed
+    proxy_protocol: bool = False  # HAProxy PROXY v1/v2 header first (server/proxy_protocol.py)
+    trusted_proxies: tuple[Network, ...] = ()  # who may send that header
+    client_ca_file: Path | None = None  # CA of client certificates (asked for when set)
+    require_client_cert: bool = False
+    filters: tuple[str, ...] = ()  # message filters, in order (docs/filters.md)
+    fixups: tuple[str, ...] = ()  # client fixups
 
     @property
     def bind(self) -> str:
@@ -65,6 +101,13 @@ class LimitsConfig:
     max_literal_size: int = 64 * 1024 * 1024
     preauth_timeout: float = 60.0
     idle_timeout: float = 30 * 60.0
+    max_connections: int = 1000  # 0 = no limit (server/limits.py)
+    max_connections_per_ip: int = 100
+    max_connections_per_user: int = 20
+    max_unauthenticated_per_ip: int = 10
+    # Loopback clients all share one address: not limited or penalised per address.
+    exempt_loopback: bool = True
+    max_nesting_depth: int = 64  # parenthesised lists in a command; deeper gets BAD
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,30 @@ class CacheConfig:
     """The message cache (imapproxy/cache/, docs/cache.md). Its directory is Config.cache_dir."""
 
     max_size: int = 1024**3  # bytes on disk; least recently used entries are evicted beyond
+    memory_only_size: int = 64 * 1024**2  # filter output that must stay off disk (filters.md)
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """``[[filter_rule]]``: for sessions whose user and client ID name match (shell-style
+    globs, case-insensitive; an absent key matches anything), ``filters`` / ``fixups``
+    replace the listener's. The first matching rule wins."""
+
+    user: str | None = None
+    client_name: str | None = None
+    listener: str | None = None  # a listener's bind, e.g. "0.0.0.0:1993"
+    filters: tuple[str, ...] | None = None
+    fixups: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ObservabilityConfig:
+    """Metrics, log format and the admin socket (imapproxy/observability/)."""
+
+    log_format: LogFormat = "text"
+    metrics_bind: tuple[str, int] | None = None  # off by default
+    admin_socket: Path | None = None  # None: <cache dir>/admin.sock
+    admin_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +149,17 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_level: str = "INFO"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    auth_penalty: AuthPenaltyConfig = field(default_factory=AuthPenaltyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    filter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filters.NAME]
+    filter_rules: tuple[FilterRule, ...] = ()
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+
+    @property
+    def admin_socket(self) -> Path | None:
+        if not self.observability.admin_enabled:
+            return None
+        return self.observability.admin_socket or self.cache_dir / "admin.sock"
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,12 +283,17 @@ class Overrides:
     log_level: str | None = None
 
 
-_TOP_KEYS = ("log_level", "upstream", "listener", "cache", "limits", "filters")
+_TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
+             "filter_rule", "metrics", "admin", "auth_penalty", "server")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands")
-_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth")
-_CACHE_KEYS = ("dir", "max_size")
-_LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout")
+                  "prefetch_count", "rate_limit", "max_concurrent_commands", "quirks",
+                  *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
+_LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
+                  "fixups", *hardening.LISTENER_KEYS)
+_RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
+_CACHE_KEYS = ("dir", "max_size", "memory_only_size")
+_LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout",
+                *hardening.LIMITS_KEYS)
 
 
 def _toml_type(value: object) -> str:
@@ -304,6 +387,21 @@ class _Table:
             raise ConfigError(self.name(key), "must not be empty")
         return self.base / Path(value).expanduser()
 
+    def names(self, key: str, allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:
+        """An array of names (filters, fixups, quirks); ``allowed`` checks them."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.name(key), "must be an array of names, e.g. [\"a\", \"b\"]")
+        for name in value:
+            if allowed is not None and name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(self.name(key), f"unknown name {name!r}{extra}; known: "
+                                  f"{', '.join(sorted(allowed))}")
+        return tuple(value)
+
     def subtable(self, key: str, known: tuple[str, ...]) -> _Table | None:
         value = self.data.get(key)
         if value is None:
@@ -327,6 +425,9 @@ class _ListenerDraft:
     cert_setting: str = ""
     key_setting: str = ""
     allow_plaintext_auth: bool = False
+    hardening: dict[str, Any] = field(default_factory=dict)
+    filters: tuple[str, ...] = ()
+    fixups: tuple[str, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -435,6 +536,9 @@ def _file_listeners(root: _Table) -> list[_ListenerDraft]:
                 cert_setting=table.name("cert_file"),
                 key_setting=table.name("key_file") if key else table.name("cert_file"),
                 allow_plaintext_auth=bool(table.boolean("allow_plaintext_auth")),
+                hardening=hardening.load_listener(table),
+                filters=table.names("filters") or (),
+                fixups=table.names("fixups", CLIENT_FIXUPS) or (),
             )
         )
     return drafts
@@ -521,6 +625,9 @@ def _finish_listeners(drafts: list[_ListenerDraft]) -> tuple[ListenerConfig, ...
                 cert_file=draft.cert_file,
                 key_file=draft.key_file,
                 allow_plaintext_auth=draft.allow_plaintext_auth,
+                **draft.hardening,
+                filters=draft.filters,
+                fixups=draft.fixups,
             )
         )
     return tuple(result)
@@ -557,7 +664,24 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),
+        quirks=table.names("quirks", SERVER_QUIRKS) or (),
+        pool=_load_pool(table),
     )
+
+
+def _load_pool(table: _Table) -> UpstreamPoolConfig:
+    """The connection-management keys of [upstream], each checked by its default's type."""
+    values: dict[str, Any] = {}
+    for name, default in dataclasses.asdict(UpstreamPoolConfig()).items():
+        if isinstance(default, bool):
+            value: Any = table.boolean(name)
+        elif isinstance(default, int):
+            value = table.non_negative(name, int)
+        else:
+            value = table.non_negative(name, float)
+        if value is not None:
+            values[name] = type(default)(value)
+    return UpstreamPoolConfig(**values)
 
 
 def _load_limits(root: _Table) -> LimitsConfig:
@@ -574,6 +698,7 @@ def _load_limits(root: _Table) -> LimitsConfig:
         max_literal_size=defaults.max_literal_size if max_literal is None else max_literal,
         preauth_timeout=defaults.preauth_timeout if preauth is None else preauth,
         idle_timeout=defaults.idle_timeout if idle is None else idle,
+        **hardening.load_limits(table),
     )
 
 
@@ -600,9 +725,33 @@ def parse_size(value: object, setting: str) -> int:
 
 
 def _load_cache(table: _Table | None) -> CacheConfig:
-    if table is None or table.data.get("max_size") is None:
-        return CacheConfig()
-    return CacheConfig(max_size=parse_size(table.data["max_size"], table.name("max_size")))
+    defaults = CacheConfig()
+    if table is None:
+        return defaults
+    sizes = {key: parse_size(table.data[key], table.name(key))
+             for key in ("max_size", "memory_only_size") if table.data.get(key) is not None}
+    return CacheConfig(**{"max_size": defaults.max_size,
+                          "memory_only_size": defaults.memory_only_size, **sizes})
+
+
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")
+
+
+def _load_observability(root: _Table) -> ObservabilityConfig:
+    log_format = root.string("log_format") or "text"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, "
+                                        f"not {log_format!r}")
+    metrics = root.subtable("metrics", ("bind",))
+    bind = metrics.string("bind") if metrics is not None else None
+    admin = root.subtable("admin", ("socket", "enabled"))
+    enabled = admin.boolean("enabled") if admin is not None else None
+    return ObservabilityConfig(
+        log_format=log_format,  # checked against LOG_FORMATS
+        metrics_bind=parse_bind(bind, "metrics.bind") if bind else None,
+        admin_socket=admin.path("socket") if admin is not None else None,
+        admin_enabled=True if enabled is None else enabled,
+    )
 
 
 def load_config(path: Path | None, overrides: Overrides | None = None) -> Config:
@@ -615,8 +764,6 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     data: dict[str, Any] = {} if path is None else _read_toml(path)
     base = Path(".") if path is None else path.parent
     root = _Table(data, "", _TOP_KEYS, base)
-    if "filters" in data:
-        raise ConfigError("filters", "filters are not supported yet; remove the [filters] table")
 
     upstream = _load_upstream(root, overrides)
     listeners = _finish_listeners(_merge_listeners(_file_listeners(root), overrides))
@@ -630,6 +777,9 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
     else:
         log_level = _log_level(root.string("log_level") or Config.log_level, "log_level")
 
+    filter_settings = _filter_settings(root)
+    rules = _filter_rules(root)
+    _check_filters(listeners, rules, filter_settings)
     return Config(
         upstream=upstream,
         listeners=listeners,
@@ -637,4 +787,54 @@ def load_config(path: Path | None, overrides: Overrides | None = None) -> Config
         limits=limits,
         log_level=log_level,
         cache=_load_cache(cache),
+        auth_penalty=hardening.load_auth_penalty(
+            root.subtable("auth_penalty", hardening.AUTH_PENALTY_KEYS)),
+        server=hardening.load_server(root.subtable("server", hardening.SERVER_KEYS)),
+        filter_settings=filter_settings,
+        filter_rules=rules,
+        observability=_load_observability(root),
     )
+
+
+def _filter_settings(root: _Table) -> dict[str, dict[str, Any]]:
+    """``[filters.NAME]`` tables, given as they are to the filter's factory."""
+    raw = root.data.get("filters", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError("filters", "must hold one table per filter: [filters.NAME]")
+    return {name: dict(table) for name, table in raw.items()}
+
+
+def _filter_rules(root: _Table) -> tuple[FilterRule, ...]:
+    raw = root.data.get("filter_rule", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError("filter_rule", "must be an array of tables: [[filter_rule]]")
+    rules = []
+    for index, item in enumerate(raw):
+        table = _Table(item, f"filter_rule[{index}]", _RULE_KEYS, root.base)
+        rules.append(FilterRule(user=table.string("user"),
+                                client_name=table.string("client_name"),
+                                listener=table.string("listener"),
+                                filters=table.names("filters"),
+                                fixups=table.names("fixups", CLIENT_FIXUPS)))
+    return tuple(rules)
+
+
+def _check_filters(listeners: tuple[ListenerConfig, ...], rules: tuple[FilterRule, ...],
+                   settings: dict[str, dict[str, Any]]) -> None:
+    """Every filter named anywhere loads and accepts its settings, now rather than at the
+    first message."""
+    from .filtering.registry import FilterSetupError, create
+
+    named = [(f"listener[{i}].filters", n) for i, li in enumerate(listeners) for n in li.filters]
+    named += [(f"filter_rule[{i}].filters", n) for i, r in enumerate(rules)
+              for n in r.filters or ()]
+    named += [(f"filters.{n}", n) for n in settings]
+    done: set[str] = set()
+    for setting, name in named:
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            create(name, settings.get(name, {}))
+        except FilterSetupError as exc:
+            raise ConfigError(setting, str(exc)) from None

@@ -7,7 +7,7 @@
     dovecot.conf   the generated configuration
     dovecot.log    Dovecot's log (its tail is in every start error; dovecot.stderr too)
     passwd.d/USER  one passwd-file per user, plain-text password (see add_user)
-    mail/USER/Maildir   the user's mail (Maildir, LAYOUT=fs, separator "/")
+    mail/USER/Maildir   the user's mail (Maildir, LAYOUT=fs or Maildir++, separator "/")
     state/         Dovecot's state_dir
     cert.pem, key.pem   with tls=True: a self-signed certificate for 127.0.0.1 / localhost
 
@@ -129,7 +129,13 @@ class DovecotServer:
     """A Dovecot child process on 127.0.0.1 with its configuration, users and mail in
     *base_dir*. Use as a context manager, or call :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, base_dir: Path, *, port: int = 0, tls: bool = False) -> None:
+    def __init__(self, base_dir: Path, *, port: int = 0, tls: bool = False,
+                 layout: str = "fs") -> None:
+        """*layout*: ``"fs"`` (mailbox ``a/b`` is ``Maildir/a/b``) or ``"maildir++"``
+        (Dovecot's default, ``Maildir/.a.b``; serves what ``imapproxy migrate`` writes)."""
+        if layout not in ("fs", "maildir++"):
+            raise ValueError(f"unknown Maildir layout {layout!r}")
+        self.layout = layout
         self.base_dir = Path(base_dir).resolve()
         self.host = HOST
         self._requested_port = port
@@ -365,7 +371,7 @@ userdb {{
   args = home={home}
 }}
 
-mail_location = maildir:~/Maildir:LAYOUT=fs
+mail_location = maildir:~/Maildir{":LAYOUT=fs" if self.layout == "fs" else ""}
 mail_plugins =
 mail_fsync = never
 mail_max_userip_connections = 1000
@@ -431,6 +437,16 @@ service auth {{
         temp.write_text(f"{name}:{{PLAIN}}{password}::::::\n", encoding="utf-8")
         os.chmod(temp, 0o600)
         os.replace(temp, target)
+
+    def adopt(self, path: Path) -> None:
+        """Give a Maildir written by another program (``imapproxy migrate``) to the user the
+        mail processes run as (only needed as root, where that is ``nobody``)."""
+        ids = _identities()
+        if not ids.chroot:
+            return
+        for root, dirs, files in os.walk(path):
+            for name in (root, *(os.path.join(root, n) for n in dirs + files)):
+                os.chown(name, ids.mail_uid, ids.mail_gid)
 
     def connect(self, user: str | None = None, password: str | None = None) -> imaplib.IMAP4:
         """An imaplib connection to the plain IMAP port, logged in when *user* is given."""

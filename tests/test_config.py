@@ -375,7 +375,7 @@ def test_unknown_setting_message_suggests_the_right_name(write: Writer) -> None:
         ("[limits]\nmax_literal_size = 0", "limits.max_literal_size", "greater than 0"),
         ("[limits]\npreauth_timeout = -1", "limits.preauth_timeout", "> 0"),
         ("[limits]\nidle_timeout = false", "limits.idle_timeout", "number of seconds"),
-        ("[filters]\nrules = []", "filters", "not supported yet"),
+        ("[filters]\nrules = []", "filters", "one table per filter"),
     ],
 )
 def test_bad_values_name_the_setting(

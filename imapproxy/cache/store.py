@@ -61,6 +61,7 @@ from imapproxy.cache.entry import (
     seal,
 )
 from imapproxy.cache.index import IndexDB, IndexEntry, MailboxIndex
+from imapproxy.cache.inflight import InFlight
 from imapproxy.config import CacheConfig, Config, UpstreamConfig
 
 log = logging.getLogger("imapproxy.cache")
@@ -271,6 +272,7 @@ class MessageCache:
         self._recent: collections.OrderedDict[str, UserCache] = collections.OrderedDict()
         self._volumes: dict[str, int] | None = None  # user id -> bytes; None: not scanned
         self._evicting = threading.Lock()
+        self.evictions = 0  # message entries evicted by this process (for metrics)
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="imapproxy-cache")
         self._closed = False
         self._remove_trash()
@@ -395,7 +397,9 @@ class MessageCache:
         if not self._evicting.acquire(blocking=False):
             return 0
         try:
-            return self._evict(target)
+            evicted = self._evict(target)
+            self.evictions += evicted
+            return evicted
         finally:
             self._evicting.release()
 
@@ -576,6 +580,7 @@ class UserCache:
         self._context = cache_id.encode("ascii")
         self._lock = threading.Lock()
         self._holder: list[_UserFiles] = []  # [] or [the open files]
+        self.inflight = InFlight()  # bodies being fetched by this user's sessions
         weakref.finalize(self, _close_holder, self._holder)
 
     def __repr__(self) -> str:
@@ -787,6 +792,19 @@ class MailboxCache:
             return None
         self.user._count("hits")
         return stream
+
+    def claim(self, uids: Iterable[int]) -> tuple[list[int], list[asyncio.Future[None]]]:
+        """Single flight (see inflight.py): the UIDs this caller must fetch (and then
+        :meth:`release`), and the fetches of other sessions to wait for."""
+        by_key = {self._key(uid): uid for uid in uids}
+        mine, theirs = self.user.inflight.claim(by_key)
+        return [by_key[k] for k in mine], theirs
+
+    def in_flight(self, uids: Iterable[int]) -> list[asyncio.Future[None]]:
+        return self.user.inflight.waiting(self._key(uid) for uid in uids)
+
+    def release(self, uids: Iterable[int]) -> None:
+        self.user.inflight.release(self._key(uid) for uid in uids)
 
     def contains(self, uid: int) -> bool:
         """Whether bytes are cached for ``uid`` (not verified; no hit/miss counted)."""

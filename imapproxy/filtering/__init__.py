@@ -5,6 +5,12 @@ registered under the ``imapproxy.filters`` entry-point group); this package is t
 they implement, so the proxy never imports a concrete filter by name.
 """
 
-from imapproxy.filtering.api import FilterContext, FilterError, FilterFactory, MessageFilter
+from imapproxy.filtering.api import (
+    AppendFilter,
+    FilterContext,
+    FilterError,
+    FilterFactory,
+    MessageFilter,
+)
 
-__all__ = ["FilterContext", "FilterError", "FilterFactory", "MessageFilter"]
+__all__ = ["AppendFilter", "FilterContext", "FilterError", "FilterFactory", "MessageFilter"]

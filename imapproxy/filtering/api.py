@@ -22,7 +22,7 @@ class FilterContext:
     """Who the message is for; filters that hold per-user material (PGP keys) need it."""
 
     user: str
-    mailbox: str = ""
+    mailbox: str = ""  # as on the wire: modified UTF-7 for non-ASCII names (RFC 3501 5.1.3)
     uid: int = 0
     client_id: Mapping[str, str] = field(default_factory=dict)  # the client's ID fields
 
@@ -39,6 +39,8 @@ class MessageFilter(Protocol):
     exception): the proxy then serves the message as it was before this filter and logs why.
     ``cache_output`` False means the output must never be written to disk (decrypted
     plaintext): the proxy keeps it in memory only.
+    One instance serves every session, and ``apply`` runs in worker threads (off the event
+    loop), possibly several at once: it must be thread-safe.
     """
 
     name: str
@@ -51,6 +53,17 @@ class MessageFilter(Protocol):
 
     def apply(self, raw: bytes, context: FilterContext) -> bytes | None:
         """The filtered message, or None when this message is left unchanged."""
+        ...
+
+
+@runtime_checkable
+class AppendFilter(Protocol):
+    """A message filter that also rewrites messages a client APPENDs (e.g. encrypting them
+    to the user's key before they reach the upstream). ``context.mailbox`` is the target
+    mailbox; None leaves the message as it is. The proxy answers the APPEND only after the
+    upstream stored what this returned."""
+
+    def apply_append(self, raw: bytes, context: FilterContext) -> bytes | None:
         ...
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from .fetch_items import fetch_value, literal
@@ -36,7 +37,11 @@ def structure_blob(raw: bytes) -> bytes:
     return parse_message(raw).to_bytes()
 
 
+@functools.lru_cache(maxsize=4096)
 def load_structure(blob: bytes) -> Part:
+    """The Part tree of an index blob. Memoised: a tree is a pure function of its blob and
+    is never changed after loading, so messages read again (webmail re-listing a folder)
+    are not decoded again."""
     return Part.from_bytes(blob)
 
 

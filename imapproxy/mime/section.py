@@ -17,6 +17,7 @@ Rules replicated:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ class SectionSpec:
         return name.encode("latin-1")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_section(item: str | bytes) -> SectionSpec:
     """Parse a fetch attribute such as ``BODY.PEEK[1.2.HEADER.FIELDS (From "X-A")]<0.100>``.
     Raises ProtocolError for anything Dovecot would answer with BAD."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 from .framing import tag_of
-from .tokens import Token, TokenReader, write_tokens
+from .tokens import MAX_DEPTH, Token, TokenReader, write_tokens
 
 _NAME = re.compile(rb"[A-Za-z][A-Za-z0-9.\-]*")
 
@@ -30,13 +30,14 @@ class Command:
         return Command(tag, self.name, self.args, self.uid)
 
 
-def parse_command(frame: bytes) -> Command:
+def parse_command(frame: bytes, *, max_depth: int = MAX_DEPTH) -> Command:
+    """``max_depth``: deepest nesting of parenthesised lists accepted (limits.max_nesting_depth)."""
     tag = tag_of(frame)
     if tag is None:
         raise ProtocolError("missing or invalid tag")
     if tag == "*" or "+" in tag:
         raise ProtocolError("invalid tag", tag)
-    reader = TokenReader(frame, len(tag) + 1, tag=tag)
+    reader = TokenReader(frame, len(tag) + 1, tag=tag, max_depth=max_depth)
     name = _read_name(reader, tag)
     uid = False
     if name == "UID":

@@ -51,10 +51,12 @@ _QUOTED_SAFE = frozenset(range(0x20, 0x100)) - {0x22, 0x5C, 0x7F}
 class TokenReader:
     """Reads tokens from one frame, starting at ``pos``. Raises ProtocolError, nothing else."""
 
-    def __init__(self, data: bytes, pos: int = 0, *, tag: str | None = None) -> None:
+    def __init__(self, data: bytes, pos: int = 0, *, tag: str | None = None,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.data = data
         self.pos = pos
         self.tag = tag
+        self.max_depth = max_depth
 
     def error(self, message: str) -> ProtocolError:
         return ProtocolError(f"{message} at byte {self.pos}", self.tag)
@@ -106,7 +108,7 @@ class TokenReader:
             raise self.error("missing token")
         c = data[pos]
         if c == 0x28:  # (
-            if depth >= MAX_DEPTH:
+            if depth >= self.max_depth:
                 raise self.error("lists nested too deeply")
             self.pos += 1
             return ParenList(self._read_sequence(closing=0x29, depth=depth + 1))

@@ -11,29 +11,40 @@ import ssl
 
 from ..cache import MessageCache
 from ..config import Config, ListenerConfig
+from ..observability.admin import AdminServer
+from ..observability.metrics import Metrics
 from ..upstream.limits import UpstreamLimiter
+from ..upstream.pool import UpstreamPool
+from .admission import admit, deferred_tls
+from .filter_hooks import Filtering
+from .guard import Guard, client_ip
+from .privileges import check_startup_permissions, drop_privileges
+from .proxied_tls import ProxiedTlsServer
 from .session import Session
+from .shutdown import drain_sessions
+from .tls import TlsReloader
 
 log = logging.getLogger(__name__)
-
-
-def server_tls_context(listener: ListenerConfig) -> ssl.SSLContext | None:
-    if listener.tls == "none" or listener.cert_file is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(listener.cert_file),
-                        str(listener.key_file) if listener.key_file else None)
-    return ctx
 
 
 class ProxyApp:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[asyncio.Server | ProxiedTlsServer] = []
         self.sessions: set[Session] = set()
         self.cache: MessageCache | None = None
         self.limiter = UpstreamLimiter.from_config(config.upstream)
+        self.guard = Guard(config)
+        self.tls = TlsReloader()
+        self.pool = UpstreamPool.for_upstream(config.upstream, config.limits.max_literal_size,
+                                              self.limiter)
+        self.metrics = Metrics()
+        # Built once: the filters, the in-memory variants.
+        self.filtering = Filtering.from_config(config, self.metrics.filter_run)
+        self.metrics.watch_cache(lambda: self.cache)
+        self.pool.on_event = self.metrics.upstream_event
+        self.metrics_bound: tuple[str, int] | None = None
+        self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -48,20 +59,17 @@ class ProxyApp:
 
     async def start(self) -> None:
         """Bind every listener; raises OSError naming the listener that failed."""
+        check_startup_permissions(self.config)
         try:
             self.cache = MessageCache.from_config(self.config)
         except OSError as exc:
             raise OSError(exc.errno, f"cache.dir {self.config.cache_dir}: "
                                      f"{exc.strerror or exc}") from exc
+        await self._start_operator_endpoints()
         for listener in self.config.listeners:
-            tls = server_tls_context(listener)
+            tls = self.tls.context_for(listener)
             try:
-                server = await asyncio.start_server(
-                    functools.partial(self._accept, listener=listener, tls=tls),
-                    listener.host, listener.port,
-                    ssl=tls if listener.tls == "implicit" else None,
-                    reuse_address=True,
-                )
+                server = await self._listen(listener, tls)
             except OSError as exc:
                 await self.stop()
                 raise OSError(exc.errno, f"listener {listener.bind}: {exc.strerror or exc}") \
@@ -69,9 +77,43 @@ class ProxyApp:
             self.servers.append(server)
             log.info("listening on %s (tls=%s)", listener.bind, listener.tls)
 
+    async def _listen(self, listener: ListenerConfig,
+                      tls: ssl.SSLContext | None) -> asyncio.Server | ProxiedTlsServer:
+        if tls is not None and deferred_tls(listener):
+            proxied = ProxiedTlsServer(listener, tls, functools.partial(
+                self._accept, listener=listener, tls=tls))
+            await proxied.start()
+            return proxied
+        return await asyncio.start_server(
+            functools.partial(self._accept, listener=listener, tls=tls),
+            listener.host, listener.port,
+            ssl=tls if listener.tls == "implicit" else None, reuse_address=True)
+
+    async def _start_operator_endpoints(self) -> None:
+        """The metrics endpoint (when configured) and the admin socket (see observability/)."""
+        bind = self.config.observability.metrics_bind
+        if bind is not None:
+            try:
+                self.metrics_bound = self.metrics.serve(*bind)
+            except OSError as exc:
+                raise OSError(exc.errno, f"metrics.bind {bind[0]}:{bind[1]}: "
+                                         f"{exc.strerror or exc}") from exc
+            log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
+        path = self.config.admin_socket
+        if path is not None:
+            admin = AdminServer(path, lambda: list(self.sessions))
+            if await admin.start():
+                self.admin = admin
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      listener: ListenerConfig, tls: ssl.SSLContext | None) -> None:
-        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter)
+                      known_peer: object = None, *, listener: ListenerConfig,
+                      tls: ssl.SSLContext | None) -> None:
+        peer = await admit(reader, writer, listener, self.guard, known_peer)
+        if peer is None:
+            return
+        session = Session(reader, writer, self.config, listener, tls, self.cache, self.limiter,
+                          self.metrics, self.pool, self.filtering, guard=self.guard,
+                          peer=peer)
         self.sessions.add(session)
         try:
             await session.run()
@@ -85,16 +127,27 @@ class ProxyApp:
                 writer.close()
         finally:
             self.sessions.discard(session)
+            self.guard.limits.close(client_ip(peer), session.user or None)
 
-    async def stop(self, reason: str = "Server shutting down.") -> None:
+    async def stop(self, reason: str = "Server shutting down.",
+                   grace: float | None = None) -> None:
+        """Stop accepting, say BYE to everyone, give running commands ``grace`` seconds
+        (default: server.shutdown_grace) to finish."""
         for server in self.servers:
             server.close()
-        for session in list(self.sessions):
-            session.shutdown(reason)
+        late = await drain_sessions(self.sessions, reason, self.config.server.shutdown_grace
+                                    if grace is None else grace)
+        if late:
+            log.warning("%d session(s) cut at the end of the shutdown grace period", late)
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
         self.servers.clear()
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        self.metrics.close()
+        await self.pool.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None
@@ -104,11 +157,19 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT. Raises OSError when a listen address cannot be bound."""
     app = ProxyApp(config)
     await app.start()
+    if config.server.user:
+        try:
+            drop_privileges(config.server.user, config.server.group, [config.cache_dir])
+        except OSError:
+            await app.stop()
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, app.tls.reload)
     await stop.wait()
     log.info("shutting down")
     await app.stop()

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..cache import IndexEntry, MailboxCache, MessageStream
+from ..cache.inflight import wait_all
 from ..errors import UpstreamUnavailable
+from ..filtering.content import FilteredContent
 from ..mime.part import HAS_NULS, Part
 from ..mime.render import (
     load_structure,
@@ -27,12 +29,14 @@ from ..protocol.command import Command
 from ..protocol.fetch import FetchItem, FetchRequest
 from ..protocol.response import (
     DataResponse,
+    Response,
     StatusResponse,
     fetch_attributes,
     is_final,
     number_value,
     serialize_response,
 )
+from ..protocol.sets import batches, uid_set
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
 from .mailbox import (
@@ -48,6 +52,7 @@ WINDOW_MESSAGES = 256  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
 STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
 STREAM_CHUNK = 256 * 1024
+WRITE_BATCH = 256 * 1024  # FETCH responses joined into one write up to about this size
 STREAMED = b"\0streamed\0"  # placeholder for the streamed value inside a response head
 SEEN = "\\SEEN"
 
@@ -66,6 +71,7 @@ class Row:
 Relay = Callable[[Received], None]
 Write = Callable[[bytes], None]
 Drain = Callable[[], Awaitable[None]]
+RenderHook = Callable[[FetchItem, tuple[bytes, bytes]], tuple[bytes, bytes]]
 # Mailbox state a server may attach to any FETCH response unasked (RFC 3501 7.4.2): passed on.
 UNSOLICITED_STATE = ("FLAGS", "MODSEQ")
 
@@ -75,7 +81,8 @@ class ContentFetch:
 
     def __init__(self, upstream: UpstreamConnection, cache: MailboxCache | None,
                  mailbox: SelectedMailbox, relay: Relay, write: Write, drain: Drain,
-                 prefetch_count: int = 0) -> None:
+                 prefetch_count: int = 0, filtered: FilteredContent | None = None,
+                 render_hook: RenderHook | None = None) -> None:
         self.upstream = upstream
         self.cache = cache
         self.mailbox = mailbox
@@ -84,6 +91,10 @@ class ContentFetch:
         self.drain = drain
         self.prefetch_count = prefetch_count
         self.missed = False  # some body was not cached: the client reads cold, prefetch
+        # With a filter chain every content item comes from the filtered bytes.
+        self.filtered = filtered
+        self.render_hook = render_hook  # client fixups that adjust one rendered item
+        self.uid_by_sequence = False  # quirk fetch-without-uid: a FETCH without UID is named
 
     async def run(self, command: Command, request: FetchRequest) -> StatusResponse:
         sets_seen = not self.mailbox.read_only and any(i.sets_seen for i in request.items)
@@ -97,6 +108,8 @@ class ContentFetch:
                                    ParenList(tuple(Atom(n) for n in state_names)))
         if request.modifiers:
             args += (ParenList(request.modifiers),)
+        if self.uid_by_sequence and not self.mailbox.uids_complete:
+            await self.learn_uids()
         rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
                                              frozenset(state_names))
         if final.status != "OK":
@@ -175,6 +188,8 @@ class ContentFetch:
                 final = response
                 continue
             items = fetch_attributes(response)
+            if items is not None and "UID" not in items and self.uid_by_sequence:
+                items = self._with_known_uid(response, items)
             if items is None or "UID" not in items or not isinstance(response, DataResponse) \
                     or response.number is None:
                 self.relay(received)
@@ -186,31 +201,61 @@ class ContentFetch:
         assert final is not None
         return answers, final
 
+    def _with_known_uid(self, response: Response | None, items: dict[str, Token]
+                        ) -> dict[str, Token]:
+        """A FETCH response without UID (a server quirk), given the UID the session knows
+        for its sequence number."""
+        seq = response.number if isinstance(response, DataResponse) else None
+        if seq is not None and 0 < seq <= len(self.mailbox.uids):
+            items["UID"] = Atom(str(self.mailbox.uids[seq - 1]))
+        return items
+
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
         streams = await self._streams(rows, request)
         try:
-            bodies = await self._bodies([r.uid for r in rows if r.uid not in streams])
-            # Large bodies just fetched are in the cache now: serve them from there too,
-            # rather than holding them while a slow client reads.
-            fetched = await self._streams([r for r in rows if r.uid in bodies], request, bodies)
+            wanted = [r.uid for r in rows if r.uid not in streams]
+            settled: list[int] = []
+            if self.filtered is not None:
+                bodies = await self.message_bytes(wanted)
+            else:
+                bodies, settled = await self._bodies(wanted)
+            # Large bodies just fetched (by this session, or by another one it waited for)
+            # are in the cache now: serve them from there too, rather than holding them
+            # while a slow client reads.
+            fresh = [r for r in rows if r.uid in bodies or r.uid in settled]
+            await self._learn_sizes(fresh, bodies)
+            fetched = await self._streams(fresh, request, bodies)
             for uid in fetched:
-                del bodies[uid]
+                bodies.pop(uid, None)
             streams.update(fetched)
+            unread = [uid for uid in settled if uid not in streams]
+            if unread:
+                bodies.update(await self._cached_or_fetched(unread))
             if sets_seen:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
             whole = all(_whole_message(i) for i in request.items)
             structures = {} if whole else await self._structures(bodies)
+            # Responses go out in batches: one socket write for many small messages.
+            batch: list[bytes] = []
+            batched = 0
             for row in rows:
                 stream = streams.get(row.uid)
                 if stream is not None:
+                    self._flush(batch)
+                    batched = 0
                     await self._stream_response(row, request.items, stream, by_uid)
                     continue
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
-                render = _Renderer(raw, structures.get(row.uid, b""))
-                self.write(_fetch_response(row, request.items, render, by_uid))
+                render = _Renderer(raw, structures.get(row.uid, b""), self.render_hook)
+                batch.append(_fetch_response(row, request.items, render, by_uid))
+                batched += len(batch[-1])
+                if batched >= WRITE_BATCH:
+                    self._flush(batch)
+                    batched = 0
+            self._flush(batch)
             await self.drain()
         finally:
             for stream in streams.values():
@@ -220,16 +265,21 @@ class ContentFetch:
                        fetched: dict[int, bytes] | None = None) -> dict[int, MessageStream]:
         """Cached large messages whose answer needs nothing but their whole bytes, stored
         exactly as served (CRLF, no NUL): those are copied from the cache file to the client
-        in chunks, never held in memory whole. ``fetched``: bodies just read from upstream."""
-        if self.cache is None or not all(_whole_message(i) for i in request.items):
-            return {}
+        in chunks, never held in memory whole. ``fetched``: bodies just read from upstream
+        (checked as they are; the others are checked in the index)."""
+        if self.cache is None or not all(_whole_message(i) for i in request.items) \
+                or sum(map(_is_whole_body, request.items)) != 1:
+            return {}  # streamed: the one body literal of the answer
+        fetched = fetched or {}
         large = [r.uid for r in rows if r.size >= STREAM_THRESHOLD]
-        if fetched is not None:
-            plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
-        else:
-            index = await self.cache.aindex(large) if large else {}
-            plain = {uid for uid, entry in index.items()
-                     if entry.structure and stored_as_served(entry.structure, entry.size)}
+        if self.filtered is not None and large:  # only what the chain left as it was
+            large = await self.filtered.unchanged(large)
+        plain = {uid for uid in large if uid in fetched and served_as_stored(fetched[uid])}
+        unknown = [uid for uid in large if uid not in fetched]
+        if unknown:
+            index = await self.cache.aindex(unknown)
+            plain.update(uid for uid, entry in index.items()
+                         if entry.structure and stored_as_served(entry.structure, entry.size))
         out: dict[int, MessageStream] = {}
         for uid in large:
             if uid in plain:
@@ -237,6 +287,23 @@ class ContentFetch:
                 if stream is not None:
                     out[uid] = stream
         return out
+
+    def _flush(self, batch: list[bytes]) -> None:
+        if batch:
+            self.write(b"".join(batch))
+            batch.clear()
+
+    async def _learn_sizes(self, rows: list[Row], bodies: dict[int, bytes]) -> None:
+        """Sizes of rows that had none (answered without the upstream: not cached then)."""
+        unknown = [r for r in rows if not r.size]
+        for row in unknown:
+            row.size = len(bodies.get(row.uid, b""))
+        rest = [r for r in unknown if not r.size]
+        if rest and self.cache is not None:
+            index = await self.cache.aindex([r.uid for r in rest], structure=False)
+            for row in rest:
+                entry = index.get(row.uid)
+                row.size = entry.size or 0 if entry is not None else 0
 
     async def _stream_response(self, row: Row, items: tuple[FetchItem, ...],
                                stream: MessageStream, by_uid: bool) -> None:
@@ -258,16 +325,52 @@ class ContentFetch:
             await self.drain()
         self.write(tail)
 
-    async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
+    async def message_bytes(self, uids: list[int]) -> dict[int, bytes]:
+        """The bytes the client sees of ``uids`` (filtered with a chain), cached or fetched."""
+        if self.filtered is not None:
+            return await self.filtered.bodies(uids, self._raw_bodies)
+        return await self._raw_bodies(uids)
+
+    async def _raw_bodies(self, uids: list[int]) -> dict[int, bytes]:
+        """The upstream's bytes of ``uids``, those other sessions were fetching included."""
+        found, settled = await self._bodies(uids)
+        if settled:
+            found.update(await self._cached_or_fetched(settled))
+        return found
+
+    async def _bodies(self, uids: list[int]) -> tuple[dict[int, bytes], list[int]]:
+        """The bodies of ``uids``, from the cache or the upstream; and the UIDs another
+        session was fetching meanwhile: cached now, left for the caller to read or stream."""
         found: dict[int, bytes] = {}
         if self.cache is not None:
             for uid, data in (await self.cache.aget_many(uids)).items():
                 if data is not None:
                     found[uid] = data
         missing = [u for u in uids if u not in found]
-        if missing:
-            self.missed = True
-            found.update(await self._fetch_bodies(missing))
+        if not missing:
+            return found, []
+        self.missed = True
+        if self.cache is None:
+            return await self._fetch_bodies(missing), []
+        # Single flight (cache/inflight.py): fetch what no other session of the user is
+        # fetching; wait for the others' fetches.
+        mine, theirs = self.cache.claim(missing)
+        try:
+            found.update(await self._fetch_bodies(mine) if mine else {})
+        finally:
+            self.cache.release(mine)
+        await wait_all(theirs)
+        return found, [u for u in missing if u not in found and u not in mine]
+
+    async def _cached_or_fetched(self, uids: list[int]) -> dict[int, bytes]:
+        """Bodies another session just fetched: from the cache, or from the upstream if
+        that fetch failed."""
+        assert self.cache is not None
+        found = {uid: data for uid, data in (await self.cache.aget_many(uids)).items()
+                 if data is not None}
+        still = [u for u in uids if u not in found]
+        if still:
+            found.update(await self._fetch_bodies(still))
         return found
 
     async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
@@ -309,6 +412,8 @@ class ContentFetch:
     async def _structures(self, bodies: dict[int, bytes]) -> dict[int, bytes]:
         """The parsed MIME structure of each message: from the index (written when the body
         was fetched), else parsed now."""
+        if self.filtered is not None:
+            return await self.filtered.structures(bodies)
         known: dict[int, bytes] = {}
         if self.cache is not None and bodies:
             index = await self.cache.aindex(list(bodies))
@@ -347,7 +452,14 @@ class ContentFetch:
         wanted = [r for r in rows if r.uid not in cached]
         done = 0
         for window in _windows(wanted):
-            done += len(await self._fetch_bodies([r.uid for r in window]))
+            mine, _ = self.cache.claim(r.uid for r in window)  # others' fetches: theirs
+            try:
+                fetched = await self._fetch_bodies(mine) if mine else {}
+                done += len(fetched)
+            finally:
+                self.cache.release(mine)
+            if self.filtered is not None and fetched:  # filtered ahead too: reads stay warm
+                await self.filtered.bodies(list(fetched), _known(fetched))
         return done
 
 
@@ -391,25 +503,46 @@ def stored_as_served(structure: bytes, size: int | None) -> bool:
 class _Renderer:
     """Content items of one message; its structure is loaded from the blob on first use."""
 
-    def __init__(self, raw: bytes, structure: bytes) -> None:
+    def __init__(self, raw: bytes, structure: bytes, hook: RenderHook | None = None) -> None:
         self.raw = raw
         self.structure = structure
+        self.hook = hook
         self._part: Part | None = None
 
     def __call__(self, item: FetchItem) -> tuple[bytes, bytes]:
+        rendered = self._render(item)
+        return rendered if self.hook is None else self.hook(item, rendered)
+
+    def _render(self, item: FetchItem) -> tuple[bytes, bytes]:
+        if item.name == "RFC822.SIZE" and self.structure:
+            # The size as served, from the parsed structure: no rescan of the bytes.
+            return b"RFC822.SIZE", b"%d" % self._root().vsize
         quick = whole_message_item(item, self.raw)
         if quick is not None:
             return quick
+        return render_item(item, self.raw, self._root())
+
+    def _root(self) -> Part:
         if self._part is None:
             self._part = load_structure(self.structure)
-        return render_item(item, self.raw, self._part)
+        return self._part
 
 
 def _whole_message(item: FetchItem) -> bool:
     """An item answered by the message bytes alone (or their size): streamable."""
-    if item.is_state or item.name in ("RFC822", "RFC822.SIZE"):
-        return True
-    return item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None
+    return item.is_state or item.name == "RFC822.SIZE" or _is_whole_body(item)
+
+
+def _is_whole_body(item: FetchItem) -> bool:
+    """BODY[] or RFC822: the whole message as a literal."""
+    return item.name == "RFC822" or (
+        item.name in ("BODY", "BODY.PEEK") and item.section == "" and item.partial is None)
+
+
+def _known(bodies: dict[int, bytes]) -> Callable[[list[int]], Awaitable[dict[int, bytes]]]:
+    async def given(uids: list[int]) -> dict[int, bytes]:
+        return {uid: bodies[uid] for uid in uids if uid in bodies}
+    return given
 
 
 def _fetch_news(seq: int, uid: Token, items: list[tuple[str, Token]]) -> Received:
@@ -429,27 +562,4 @@ def _flag_names(token: Token | None) -> set[str]:
 
 
 def _windows(rows: list[Row]) -> Iterator[list[Row]]:
-    window: list[Row] = []
-    size = 0
-    for row in rows:
-        if window and (len(window) >= WINDOW_MESSAGES or size + row.size > WINDOW_BYTES):
-            yield window
-            window, size = [], 0
-        window.append(row)
-        size += row.size
-    if window:
-        yield window
-
-
-def uid_set(uids: list[int]) -> str:
-    """A compact IMAP set: 1,2,3,7 -> "1:3,7"."""
-    out: list[str] = []
-    ordered = sorted(set(uids))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
-        i = j + 1
-    return ",".join(out)
+    return batches(rows, WINDOW_MESSAGES, WINDOW_BYTES, lambda row: row.size)

@@ -24,7 +24,15 @@ from typing import Any
 from .. import __version__
 from ..cache import CacheIsolationError, MailboxCache, MessageCache, UserCache
 from ..config import Config, ListenerConfig
-from ..errors import BadCommand, CommandFailed, ImapError, SessionEnded, UpstreamLost
+from ..errors import (
+    BadCommand,
+    CommandFailed,
+    ImapError,
+    SessionEnded,
+    UpstreamLost,
+    UpstreamUnavailable,
+)
+from ..observability.metrics import Metrics
 from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
@@ -37,9 +45,10 @@ from ..protocol.response import (
     is_final,
     serialize_response,
 )
-from ..protocol.tokens import Atom, ParenList, is_nil, string_value
+from ..protocol.tokens import Atom, ParenList, Token, is_nil, string_value
 from ..upstream.connection import Received, UpstreamConnection
 from ..upstream.limits import UNLIMITED, UpstreamLimiter
+from ..upstream.pool import UpstreamPool, leaves_state_behind
 from .answers import error_answer, status_line
 from .capabilities import (
     ENABLEABLE,
@@ -47,7 +56,11 @@ from .capabilities import (
     preauth_capabilities,
 )
 from .fetch import ContentFetch
+from .filter_hooks import Filtering, SessionHooks
+from .guard import Guard, client_ip
+from .idle import shared_idle
 from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
+from .reconnect import Credentials, run_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +112,24 @@ class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  config: Config, listener: ListenerConfig, tls: ssl.SSLContext | None,
                  cache: MessageCache | None = None,
-                 limiter: UpstreamLimiter = UNLIMITED) -> None:
+                 limiter: UpstreamLimiter = UNLIMITED, metrics: Metrics | None = None,
+                 pool: UpstreamPool | None = None,
+                 filtering: Filtering | None = None, *, guard: Guard | None = None,
+                 peer: object = None) -> None:
         self.reader = reader
         self.writer = writer
         self.config = config
         self.listener = listener
         self.tls_context = tls
         self.tls_active = listener.tls == "implicit"
-        self.peer = writer.get_extra_info("peername")
+        # The real client: from the PROXY protocol header when a load balancer sent one.
+        self.peer = peer if peer is not None else writer.get_extra_info("peername")
+        self.guard = guard or Guard(config)
+        self.bytes_in = self.bytes_out = 0
+        self.busy = False  # running a command other than IDLE (shutdown lets it finish)
+        self._bye: str | None = None  # the reason to give at shutdown, once
+        self.credentials: Credentials | None = None  # to log in again after a drop
+        self.enabled: tuple[Token, ...] = ()  # what ENABLE switched on upstream
         self.state = State.NOT_AUTHENTICATED
         self.upstream: UpstreamConnection | None = None
         self.user = ""
@@ -114,12 +137,19 @@ class Session:
         self.mailbox: SelectedMailbox | None = None
         self.cache = cache
         self.limiter = limiter
+        self.pool = pool or UpstreamPool.unshared(config.upstream,
+                                                  config.limits.max_literal_size, limiter)
+        self.reusable = True  # may the upstream connection serve another session afterwards
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
         self.framer = self._new_framer()
         self.started = time.monotonic()
+        self.started_at = time.time()
+        self.metrics = metrics
+        self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
+        self.hooks = SessionHooks(self, filtering)  # filter chain, fixups, quirks
 
     def _new_framer(self) -> Framer:
         limits = self.config.limits
@@ -130,6 +160,8 @@ class Session:
 
     async def run(self) -> None:
         log.info("session start peer=%s", _peer_text(self.peer))
+        if self.metrics is not None:
+            self.metrics.session_started()
         try:
             self.write(status_line(None, "OK", "imapproxy ready.",
                                    "CAPABILITY " + " ".join(self.capabilities())))
@@ -146,25 +178,43 @@ class Session:
         finally:
             await self._finish()
 
-    def shutdown(self, reason: str) -> None:
-        """Server shutdown: tell the client and stop reading."""
-        self._try_write(status_line(None, "BYE", reason))
+    def shutdown(self, reason: str, *, force: bool = False) -> None:
+        """Server shutdown: a session between commands (or in IDLE) is told ``* BYE`` and
+        closed now; one running a command finishes it first, unless ``force`` (the grace
+        period is over: the upstream is cut too, so nothing waits on it)."""
         self._closing = True
+        self._bye = self._bye or reason
+        if self.busy and not force:
+            return
+        self._say_bye()
         self.writer.close()
+        if force and self.upstream is not None:
+            self.upstream.close()
+
+    def _say_bye(self) -> None:
+        if self._bye is not None:
+            self._try_write(status_line(None, "BYE", self._bye))
+            self._bye = None
 
     async def _finish(self) -> None:
+        self._say_bye()
         if self._prefetch is not None:
+            self.reusable &= self._prefetch.done()  # else a command was cut off mid-way
             self._prefetch.cancel()
+        if self.metrics is not None:
+            self.metrics.session_ended()
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
-            await upstream.logout()
+            await self.pool.release(upstream, reusable=self.reusable,
+                                    selected=self.state is State.SELECTED)
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
         except (TimeoutError, ConnectionError, ssl.SSLError):
             pass
-        log.info("session end peer=%s user=%s seconds=%.1f", _peer_text(self.peer),
-                 self.user or "-", time.monotonic() - self.started)
+        log.info("session end peer=%s user=%s in=%d out=%d seconds=%.1f",
+                 _peer_text(self.peer), self.user or "-", self.bytes_in, self.bytes_out,
+                 time.monotonic() - self.started)
 
     async def next_event(self, timeout: float | None = None) -> FramerEvent | None:
         """The next framer event, reading more bytes as needed; None at end of input."""
@@ -185,7 +235,8 @@ class Session:
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
-        if self.upstream is not None:
+        watched = self.upstream
+        if self.upstream is not None and not (self.upstream.lost and self._serves_degraded()):
             lost = asyncio.ensure_future(self.upstream.wait_closed())
             waits.add(lost)
         try:
@@ -195,12 +246,19 @@ class Session:
             if lost is not None:
                 lost.cancel()
         if read in done:
-            return read.result()
+            data: bytes = read.result()
+            self.bytes_in += len(data)
+            return data
         read.cancel()
         if lost is not None and lost in done:
+            if watched is not self.upstream:  # given back meanwhile (shared IDLE): not ours
+                return await self._read(timeout)
             if self.upstream is not None:
                 for item in self.upstream.pending():
                     self.relay(item)
+            if self._serves_degraded():
+                log.warning("upstream lost user=%s: serving cached reads only", self.user)
+                return await self._read(timeout)
             raise UpstreamLost("Upstream server connection lost")
         raise SessionEnded("Disconnected for inactivity.")
 
@@ -215,10 +273,13 @@ class Session:
                 self.write(status_line(event.tag, "BAD", text))
         elif event.data.strip():
             try:
-                command = parse_command(event.data)
+                command = parse_command(event.data,
+                                        max_depth=self.config.limits.max_nesting_depth)
             except ProtocolError as exc:
                 self.write(status_line(exc.tag, "BAD", f"Error in IMAP command: {exc}"))
                 return
+            if self.metrics is not None:
+                self._answering = (command.tag.encode() + b" ", command.full_name)
             try:
                 await self.dispatch(command)
             except SessionEnded:
@@ -244,9 +305,29 @@ class Session:
                              f"{self.state.value} state")
         if command.name == "APPEND":
             check_append(command)
-        handler = self._local_handlers().get(command.name, self.forward)
-        await self._settle_prefetch()
-        await handler(command)
+        if leaves_state_behind(command):
+            self.reusable = False
+        self.busy = command.name != "IDLE"
+        try:
+            await self._settle_prefetch()
+            command = await self.hooks.rewrite(command)
+            handler: Callable[[Command], Awaitable[object]] | None = \
+                self.hooks.handler(command)
+            if handler is None:
+                handler = self._local_handlers().get(command.name, self.forward)
+            await run_with_retry(self, command, handler)
+        except UpstreamLost as exc:
+            if not self._serves_degraded():
+                raise
+            raise UpstreamUnavailable("Upstream server unavailable; only cached messages "
+                                      "can be read") from exc
+        finally:
+            self.busy = False
+
+    def _serves_degraded(self) -> bool:
+        """Once the upstream is gone, a session with a cached mailbox selected stays, serving
+        cached content (``[upstream] degraded_reads``); other commands get NO [UNAVAILABLE]."""
+        return self.config.upstream.pool.degraded_reads and self.mailbox_cache is not None
 
     def _upstream_has(self, capability: str) -> bool:
         return self.upstream is None or capability in self.upstream.capabilities
@@ -279,7 +360,7 @@ class Session:
 
     async def cmd_noop(self, command: Command) -> None:
         _no_args(command)
-        if self.upstream is None:
+        if self.upstream is None or (self.upstream.lost and self._serves_degraded()):
             self.write(status_line(command.tag, "OK", "NOOP completed."))
         else:
             await self.forward(command)
@@ -359,24 +440,32 @@ class Session:
     async def authenticate(self, tag: str, user: bytes, password: bytes,
                            authzid: bytes = b"") -> None:
         shown = user.decode("utf-8", "replace")
-        upstream = await UpstreamConnection.open(self.config.upstream,
-                                                 self.config.limits.max_literal_size,
-                                                 self.limiter)
-        try:
-            status = await upstream.login(user, password, authzid)
-        except ImapError:
-            upstream.close()
-            raise
-        if status.status != "OK":
-            upstream.close()
+        ip = client_ip(self.peer)
+        await self.guard.check_login(ip, user, password, authzid)
+        upstream, status = await self.pool.login(user, password, authzid)
+        if self.metrics is not None:
+            self.metrics.login(upstream is not None)
+        if upstream is None:
             log.info("login failed user=%s peer=%s reason=%s", shown, _peer_text(self.peer),
                      status.text.decode("utf-8", "replace"))
+            await self.guard.login_failed(ip, user, password, authzid)
             code = status.code or "AUTHENTICATIONFAILED"
             self.write(status_line(tag, "NO", status.text.decode("utf-8", "replace")
                                    or "Authentication failed.", code))
             return
+        try:
+            self.guard.login_ok(ip, shown)
+        except ImapError:
+            await self.pool.release(upstream, reusable=True, selected=False)
+            raise
         self.upstream = upstream
-        self.user = shown
+        self.credentials = Credentials(user, password, authzid)
+        self.hooks.after_login(upstream)
+        if self.metrics is not None:  # (connection events are counted by the pool)
+            upstream.on_round_trip = self.metrics.round_trip
+        # Whose mailbox this is: the authorization identity when a master user logs in for
+        # someone (imapc_master_user, docs/migration-dsync.md); the master is logged.
+        self.user = (authzid or user).decode("utf-8", "replace")
         self.state = State.AUTHENTICATED
         if self.cache is not None:
             try:
@@ -384,7 +473,8 @@ class Session:
                                                              authzid or user)
             except CacheIsolationError:
                 log.exception("cache refused for user=%s; serving uncached", shown)
-        log.info("login ok user=%s peer=%s", shown, _peer_text(self.peer))
+        log.info("login ok user=%s peer=%s%s", self.user, _peer_text(self.peer),
+                 f" master={shown}" if authzid and authzid != user else "")
         self.write(status_line(tag, "OK", "Logged in",
                                "CAPABILITY " + " ".join(self.capabilities())))
 
@@ -398,11 +488,16 @@ class Session:
             self.write(b"* ENABLED\r\n")
             self.write(status_line(command.tag, "OK", "Enabled."))
             return
-        await self.forward(replace(command, args=wanted))
+        final = await self.forward(replace(command, args=wanted))
+        if final is not None and final.status == "OK":
+            self.enabled += wanted
 
     async def cmd_idle(self, command: Command) -> None:
         _no_args(command)
         upstream = self._upstream()
+        if self.pool.settings.shared_idle and self.mailbox is not None:
+            await shared_idle(self, command, self.pool.idle, self.pool.owner_of(upstream))
+            return
         responses = upstream.execute(command, timeout=None, limited=False).__aiter__()
         next_response = asyncio.ensure_future(responses.__anext__())
         client: asyncio.Future[FramerEvent | None] | None = None
@@ -507,12 +602,16 @@ class Session:
             request = parse_fetch_items(command.args)
         except ProtocolError as exc:
             raise BadCommand(f"Error in FETCH: {exc}") from None
-        if not request.has_content or self.mailbox is None:
+        if not (request.has_content or self.hooks.size_from_bytes(request)) \
+                or self.mailbox is None:
             await self.forward(command)
             return
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
-                              self.write, self.writer.drain, self.config.upstream.prefetch_count)
+                              self.hooks.fetch_writer(self.write), self.writer.drain,
+                              self.config.upstream.prefetch_count,
+                              await self.hooks.content(), self.hooks.render_hook)
+        engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
         started = time.monotonic()
         if await engine.run_local(command, request):
             # Worded as Dovecot words it, with the proxy's own time.
@@ -523,7 +622,7 @@ class Session:
             self.write(serialize_response(replace(final, tag=command.tag)))
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
-                                 self.write, self.writer.drain)
+                                 self.write, self.writer.drain, filtered=engine.filtered)
             self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
 
     async def _settle_prefetch(self) -> None:
@@ -569,6 +668,10 @@ class Session:
         response = item.response
         if self.mailbox is not None:
             self.mailbox.observe(response)
+        shown = self.hooks.on_relay(item)
+        if shown is None:
+            return
+        item, response = shown, shown.response
         if isinstance(response, DataResponse) and response.name == "CAPABILITY":
             self.write(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
             return
@@ -586,7 +689,30 @@ class Session:
     # --- output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self._answering is not None and data.startswith(self._answering[0]):
+            self._count_answer(data)
         self.writer.write(data)
+
+    def _count_answer(self, line: bytes) -> None:
+        """The tagged answer of the command being run: counted by name and status."""
+        assert self._answering is not None and self.metrics is not None
+        prefix, name = self._answering
+        self._answering = None
+        status = line[len(prefix):len(prefix) + 3].rstrip().decode("ascii", "replace").upper()
+        self.metrics.command(name, status if status in ("OK", "NO", "BAD") else "other")
+
+    def describe(self) -> dict[str, Any]:
+        """What ``imapproxy who`` shows of this session."""
+        return {
+            "user": self.user or None,
+            "peer": _peer_text(self.peer),
+            "state": self.state.value,
+            "mailbox": self.mailbox.name.decode("utf-8", "replace")
+            if self.mailbox is not None else None,
+            "client": self.client_id.get("name"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+        }
 
     def _try_write(self, data: bytes) -> None:
         try:

@@ -15,7 +15,8 @@ import asyncio
 import base64
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -29,6 +30,7 @@ from ..protocol.framing import Frame, Framer
 from ..protocol.nonsync import may_send_nonsync
 from ..protocol.response import Continuation, Response, StatusResponse, is_final, parse_response
 from ..protocol.tokens import Atom, Literal, ParenList, Token, astring_token
+from .health import NO_HEALTH, THROTTLE_RETRIES, UpstreamHealth
 from .limits import UNLIMITED, UpstreamLimiter
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ def tls_context(config: UpstreamConfig) -> ssl.SSLContext:
 class UpstreamConnection:
     """An authenticated-or-not IMAP connection to the upstream; one command at a time."""
 
+    # Told (command name, seconds from sending to the tagged answer) of each command: metrics.
+    on_round_trip: Callable[[str, float], None] | None = None
+
     def __init__(self, config: UpstreamConfig, reader: _ResponseReader, caps: frozenset[str],
                  preauth: bool, limiter: UpstreamLimiter = UNLIMITED) -> None:
         self.config = config
@@ -111,6 +116,7 @@ class UpstreamConnection:
         self._tag_counter = 0
         self._broken = False
         self._carried: list[Received] = []
+        self.health: UpstreamHealth = NO_HEALTH  # set by the pool once logged in
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -266,34 +272,50 @@ class UpstreamConnection:
                 raise UpstreamLost("upstream connection lost")
             while self._carried:
                 yield self._carried.pop(0)
-            tags = [self._new_tag()]
-            chunks = command_chunks(self._adapt_literals(command.with_tag(tags[0])))
-            if then is not None and len(chunks) == 1:
-                tags.append(self._new_tag())
-                then_chunks = command_chunks(self._adapt_literals(then.with_tag(tags[1])))
-                if len(then_chunks) == 1:
-                    chunks = [chunks[0] + then_chunks[0]]
-                else:
-                    tags.pop()
-            self._write(chunks[0])
-            for chunk in chunks[1:]:
+            for attempt in range(THROTTLE_RETRIES + 1):
+                await self.health.pause()
+                tags = [self._new_tag()]
+                chunks = command_chunks(self._adapt_literals(command.with_tag(tags[0])))
+                if then is not None and len(chunks) == 1:
+                    tags.append(self._new_tag())
+                    then_chunks = command_chunks(self._adapt_literals(then.with_tag(tags[1])))
+                    if len(then_chunks) == 1:
+                        chunks = [chunks[0] + then_chunks[0]]
+                    else:
+                        tags.pop()
+                sent = time.monotonic()
+                self._write(chunks[0])
+                for chunk in chunks[1:]:
+                    while True:
+                        item = await self._receive(timeout)
+                        if _stale(item, tags):
+                            continue
+                        if isinstance(item.response, Continuation):
+                            break
+                        yield item
+                        if item.is_tagged(tags[0]):
+                            return  # the literal was refused
+                    self._write(chunk)
+                first = True
                 while True:
                     item = await self._receive(timeout)
+                    if first:
+                        self.health.responded(time.monotonic() - sent)
+                        first = False
                     if _stale(item, tags):
                         continue
-                    if isinstance(item.response, Continuation):
+                    if item.is_tagged(tags[-1]):
+                        if self.on_round_trip is not None:
+                            self.on_round_trip(command.name, time.monotonic() - sent)
                         break
                     yield item
-                    if item.is_tagged(tags[0]):
-                        return  # the literal was refused
-                self._write(chunk)
-            while True:
-                item = await self._receive(timeout)
-                if _stale(item, tags):
-                    continue
-                yield item
-                if item.is_tagged(tags[-1]):
-                    return
+                if not _throttled(item.response):
+                    break
+                self.health.throttled()
+                if attempt == THROTTLE_RETRIES or len(tags) > 1 or len(chunks) > 1:
+                    break  # given up, or not safely repeatable: the client gets the NO
+                log.info("upstream throttled %s; retrying after back-off", command.name)
+            yield item
 
     def carry(self, item: Received) -> None:
         """Keep an unsolicited response met by a background command (prefetch) for the
@@ -322,11 +344,13 @@ class UpstreamConnection:
             item = queue.get_nowait() if not queue.empty() else \
                 await asyncio.wait_for(queue.get(), timeout)
         except TimeoutError:
+            self.health.failed()
             self._broken = True
             self.close()
             raise UpstreamUnavailable("upstream did not answer in time") from None
         if isinstance(item, _Lost):
             self._reader.queue.put_nowait(item)  # every later reader sees it too
+            self.health.failed()
             raise UpstreamLost("upstream connection lost")
         return item
 
@@ -365,6 +389,11 @@ class UpstreamConnection:
         transport = self._reader.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+
+def _throttled(response: Response | None) -> bool:
+    return isinstance(response, StatusResponse) and response.status == "NO" \
+        and response.code == "THROTTLED"
 
 
 def _stale(item: Received, tags: list[str]) -> bool:

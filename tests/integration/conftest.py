@@ -25,6 +25,7 @@ from typing import Any, Self
 import pytest
 
 from imapproxy.config import Config, LimitsConfig, ListenerConfig, UpstreamConfig
+from imapproxy.hardening_config import AuthPenaltyConfig
 from imapproxy.server.app import ProxyApp
 from tests.conftest import Account, make_account
 
@@ -123,6 +124,8 @@ def make_config(upstream_host: str, upstream_port: int, *,
         cache_dir=Path(tempfile.mkdtemp(prefix=CACHE_PREFIX)),
         limits=limits,
         log_level="DEBUG",
+        # Tests that fail logins on purpose must not wait out the real penalty (2..15 s).
+        auth_penalty=AuthPenaltyConfig(initial_delay=0.05, max_delay=0.2),
     )
 
 
@@ -357,3 +360,19 @@ def raw_proxy_login(raw_proxy: RawClient, account: Any) -> RawClient:
     """A raw connection to the proxy, logged in as ``account``."""
     raw_proxy.login(account.user, account.password)
     return raw_proxy
+
+
+@pytest.fixture
+def streamed_uids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """UIDs of the FETCH answers the proxy streams from a cache file, in order."""
+    from imapproxy.server.fetch import ContentFetch
+
+    seen: list[int] = []
+    original = ContentFetch._stream_response
+
+    async def spy(self: ContentFetch, row: Any, *rest: Any) -> None:
+        seen.append(row.uid)
+        await original(self, row, *rest)
+
+    monkeypatch.setattr(ContentFetch, "_stream_response", spy)
+    return seen

@@ -3,6 +3,8 @@ direct answer item by item, bodies fetched once, \\Seen set upstream, isolated p
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import imaplib
 from pathlib import Path
@@ -164,15 +166,8 @@ def test_prefetch_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> None
 
 def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: RunningProxy,
                                                         raw_factory: Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    streamed: list[int] = []
-    original = ContentFetch._stream_response
-
-    async def counting(self: ContentFetch, row: Any, *args: Any) -> None:
-        streamed.append(row.uid)
-        await original(self, row, *args)
-
-    monkeypatch.setattr(ContentFetch, "_stream_response", counting)
+                                                        streamed_uids: list[int]) -> None:
+    streamed = streamed_uids
     big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d " % i + b"z" * 60 + b"\r\n"
                                              for i in range(40_000))  # ~3 MB
     imap = imaplib.IMAP4(account.host, account.port, timeout=10)
@@ -192,6 +187,53 @@ def test_large_cached_message_is_streamed_byte_for_byte(account: Any, proxy: Run
     assert cold == want
     assert warm == want
     assert fetch_map(through, "FETCH 1 (RFC822)")[1][b"RFC822"].endswith(big[-100:])
+
+
+def test_large_messages_stream_only_when_a_body_is_asked(account: Any, proxy: RunningProxy,
+                                                         raw_factory: Any) -> None:
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d\r\n" % i for i in range(150_000))
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, big)
+    imap.logout()
+    through, direct = twin_clients(proxy, account, raw_factory)
+    for asked in ("UID RFC822.SIZE", "BODY.PEEK[]", "UID RFC822.SIZE", "RFC822.SIZE FLAGS",
+                  "BODY.PEEK[] RFC822", "RFC822 RFC822.SIZE"):
+        assert through.ok(f"FETCH 1 ({asked})") == direct.ok(f"FETCH 1 ({asked})"), asked
+
+
+def test_sessions_reading_one_message_at_once_fetch_it_upstream_once(
+        account: Any, proxy: RunningProxy, raw_factory: Any,
+        monkeypatch: pytest.MonkeyPatch, streamed_uids: list[int]) -> None:
+    fetched: list[list[int]] = []
+    original = ContentFetch._fetch_bodies
+
+    async def slow_counting(self: ContentFetch, uids: list[int]) -> dict[int, bytes]:
+        fetched.append(list(uids))
+        await asyncio.sleep(0.5)  # the other sessions ask while this fetch is in flight
+        return await original(self, uids)
+
+    monkeypatch.setattr(ContentFetch, "_fetch_bodies", slow_counting)
+    streamed = streamed_uids
+    big = b"Subject: shared\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + b"".join(
+        b"row %06d\r\n" % i for i in range(200_000))  # ~2 MB: streamed to the waiters
+    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
+    imap.login(account.user, account.password)
+    imap.append("INBOX", None, None, big)
+    imap.logout()
+    clients = []
+    for _ in range(4):
+        client = raw_factory(proxy.host, proxy.port)
+        client.login(account.user, account.password)
+        client.ok("EXAMINE INBOX")
+        clients.append(client)
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        answers = list(pool.map(lambda c: fetch_map(c, "FETCH 1 (BODY.PEEK[])"), clients))
+    assert fetched == [[1]]  # one upstream body fetch for four sessions
+    assert streamed == [1] * 4  # each from the cache file, none holding the message whole
+    for answer in answers:
+        assert answer[1][b"BODY[]"].endswith(big[-50:])
+        assert answer == answers[0]
 
 
 def _fetch_all(proxy: RunningProxy, raw_factory: Any, account: Any,
