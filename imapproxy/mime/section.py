@@ -156,6 +156,8 @@ def _parse_partial(after: str, base: str) -> tuple[int, int | None] | None:
     m = re.fullmatch(r"<(\d+)(?:\.(\d+))?>", after)
     if m is None:
         raise ProtocolError(f"Invalid {base}[..] parameter: bad partial {after!r}")
+    if max(len(g.lstrip("0")) for g in m.groups(default="")) > 19:  # beyond int conversion
+        raise ProtocolError(f"Invalid {base}[..] parameter: Too big partial")
     offset = int(m.group(1))
     size = None if m.group(2) is None else int(m.group(2))
     if offset > OFF_T_MAX or (size is not None and size > OFF_T_MAX):
@@ -173,6 +175,8 @@ def find_part(root: Part, number: str) -> Part | None:
     nums = number.split(".")
     for i, text in enumerate(nums):
         if part is None:
+            return None
+        if len(text) > 10:  # beyond any part count (and Python's int-conversion limit)
             return None
         num = int(text)
         more = i + 1 < len(nums)

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 _LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\r?\n\Z")
+_TAIL = 32  # enough for the longest literal announcement, ~{20 digits+}CRLF
 _TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")
 
 
@@ -78,6 +79,7 @@ class Framer:
         self._literal_remaining = 0
         self._discard_remaining = 0
         self._skipping_line = False
+        self._skip_tail = b""  # the last bytes of a line being skipped: it may announce a literal
 
     @property
     def buffered(self) -> int:
@@ -112,26 +114,26 @@ class Framer:
             end = self._buf.find(b"\n")
             if self._skipping_line:
                 if end < 0:
+                    self._skip_tail = (self._skip_tail + self._buf)[-_TAIL:]
                     self._buf.clear()
                     return None
-                skipped = bytes(self._buf[: end + 1])
+                skipped = self._skip_tail + self._buf[: end + 1]
                 del self._buf[: end + 1]
                 self._skipping_line = False
+                self._skip_tail = b""
                 m = _LITERAL_AT_END.search(skipped)
                 if m and m.group(3):  # a non-synchronising literal follows: skip it too
                     self._discard_remaining = int(m.group(2))
                     self._skipping_line = True
                 continue
             if end < 0:
-                if len(self._buf) > self.max_line_length:
-                    rejected = self._reject("line too long", None, skip_line=True)
-                    self._buf.clear()
-                    return rejected
+                if len(self._buf) > self.max_line_length:  # skipped from the next call on
+                    return self._reject("line too long", None, skip_line=True)
                 return None
             if end + 1 > self.max_line_length:
-                rejected = self._reject("line too long", None, skip_line=False)
-                del self._buf[: end + 1]
-                return rejected
+                # Skipped on the next call, like a line still arriving: a literal it announces
+                # ({n+}) is skipped with it, never read as commands.
+                return self._reject("line too long", None, skip_line=True)
             line = bytes(self._buf[: end + 1])
             del self._buf[: end + 1]
             self._frame += line

@@ -15,6 +15,7 @@ from .framing import tag_of
 from .tokens import Atom, ParenList, Token, TokenReader, bracket_end, write_tokens
 
 STATUSES = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
+MAX_DIGITS = 20  # a number longer than any 64-bit value is refused, never converted
 _WORD = re.compile(rb"[A-Za-z0-9.\-=]+")
 
 
@@ -68,6 +69,8 @@ def _parse_untagged(frame: bytes) -> Response:
     word = _read_word(reader)
     number: int | None = None
     if word.isdigit():
+        if len(word) > MAX_DIGITS:
+            raise ProtocolError("number too big")
         number = int(word)
         if not frame.startswith(b" ", reader.pos):
             raise ProtocolError("number without a response name")
@@ -103,7 +106,7 @@ def _parse_status_rest(reader: TokenReader, tag: str | None, status: str) -> Sta
             raise ProtocolError("unterminated response code", tag)
         inner = data[reader.pos + 1:close]
         name, sep, rest = inner.partition(b" ")
-        code = name.decode("latin-1").upper()
+        code = name.upper().decode("latin-1")  # ASCII case only, so it encodes back
         code_data = rest if sep else None
         reader.pos = close + 1
         if data.startswith(b" ", reader.pos):
@@ -155,6 +158,7 @@ def fetch_attributes(response: Response | None) -> dict[str, Token] | None:
 
 def number_value(token: Token | None) -> int | None:
     """The number an atom like ``42`` holds, else None."""
-    if isinstance(token, Atom) and token.value.isdigit() and token.value.isascii():
+    if isinstance(token, Atom) and token.value.isdigit() and token.value.isascii() \
+            and len(token.value) <= MAX_DIGITS:
         return int(token.value)
     return None

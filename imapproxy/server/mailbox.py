@@ -110,11 +110,11 @@ class SelectedMailbox:
             return None
         if by_uid:
             top = self.uids[-1] if self.uids else 0
-            wanted = parse_set(sequence_set, top)
+            wanted = parse_set(sequence_set, top, ceiling=top + 1)
             if wanted is None:
                 return None
             return [(i + 1, uid) for i, uid in enumerate(self.uids) if uid in wanted]
-        numbers = parse_set(sequence_set, self.exists)
+        numbers = parse_set(sequence_set, self.exists, ceiling=self.exists + 1)
         if numbers is None or not numbers or max(numbers) > self.exists or 0 in numbers:
             return None  # out of range: the upstream's error is the right answer
         return [(seq, self.uids[seq - 1]) for seq in sorted(numbers)]
@@ -137,7 +137,7 @@ def uids_from_search(response: DataResponse) -> list[int] | None:
     """The UIDs of ``* SEARCH 1 2 3`` or ``* ESEARCH (TAG "x") UID ALL 1:3``, ascending."""
     atoms = [t.value for t in response.args if isinstance(t, Atom)]
     if response.name == "SEARCH":
-        return sorted(int(a) for a in atoms if a.isdigit())
+        return sorted(int(a) for a in atoms if a.isdigit() and len(a) <= 10)
     upper = [a.upper() for a in atoms]
     if "ALL" not in upper:
         return []  # ESEARCH names no ALL when nothing matched
@@ -155,22 +155,28 @@ def changes_messages(response: Response | None) -> bool:
 MAX_SET = 1 << 20  # numbers a set may expand to before it is left to the upstream
 
 
-def parse_set(text: str, star: int | None) -> set[int] | None:
+def parse_set(text: str, star: int | None, ceiling: int | None = None) -> set[int] | None:
     """The numbers of an IMAP set (``1,3:5,7:*``); ``*`` is ``star``. None when it is not a
-    plain set, uses ``*`` with no value for it, or is too large to expand here."""
+    plain set, uses ``*`` with no value for it, or is too large to expand here.
+    ``ceiling``: every number above it is taken as ``ceiling`` (for callers that only care
+    whether one is), so a huge range costs no more than the mailbox."""
     out: set[int] = set()
+    work = 0  # numbers expanded so far, repeats included: "1:1000000,1:1000000,..." is costly
     for part in text.split(","):
         low, sep, high = part.partition(":")
         bounds: list[int] = []
         for bound in (low, high) if sep else (low,):
             if bound == "*" and star is not None:
                 bounds.append(star)
-            elif bound.isdigit() and bound.isascii():
+            elif bound.isdigit() and bound.isascii() and len(bound) <= 10:  # an nz-number
                 bounds.append(int(bound))
             else:
                 return None
         a, b = min(bounds), max(bounds)
-        if b - a > MAX_SET or len(out) > MAX_SET:
+        if ceiling is not None:  # numbers above it all count as one: no need to expand them
+            a, b = min(a, ceiling), min(b, ceiling)
+        work += b - a + 1
+        if work > MAX_SET:
             return None
         out.update(range(a, b + 1))
     return out

@@ -37,6 +37,7 @@ from ..protocol.command import Command, parse_command
 from ..protocol.errors import ProtocolError
 from ..protocol.fetch import parse_fetch_items
 from ..protocol.framing import Frame, Framer, FramerEvent, NeedContinuation, Rejected
+from ..protocol.nonsync import check_append
 from ..protocol.response import (
     Continuation,
     DataResponse,
@@ -285,6 +286,8 @@ class Session:
                 raise
             except ImapError as exc:
                 self.write(error_answer(command.tag, exc))
+            except ProtocolError as exc:  # an argument of the wrong kind, met by a handler
+                self.write(status_line(command.tag, "BAD", f"Error in IMAP command: {exc}"))
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -300,6 +303,8 @@ class Session:
         if self.state not in spec[0]:
             raise BadCommand(f"Command {command.full_name} not allowed in the "
                              f"{self.state.value} state")
+        if command.name == "APPEND":
+            check_append(command)
         if leaves_state_behind(command):
             self.reusable = False
         self.busy = command.name != "IDLE"

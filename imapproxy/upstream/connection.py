@@ -27,6 +27,7 @@ from ..errors import UpstreamLost, UpstreamUnavailable
 from ..protocol.command import Command, command_chunks
 from ..protocol.errors import ProtocolError
 from ..protocol.framing import Frame, Framer
+from ..protocol.nonsync import may_send_nonsync
 from ..protocol.response import Continuation, Response, StatusResponse, is_final, parse_response
 from ..protocol.tokens import Atom, Literal, ParenList, Token, astring_token
 from .health import NO_HEALTH, THROTTLE_RETRIES, UpstreamHealth
@@ -361,8 +362,9 @@ class UpstreamConnection:
 
     def _adapt_literals(self, command: Command) -> Command:
         """Use non-synchronising literals where the upstream allows them (saves round trips)."""
-        plus = "LITERAL+" in self.capabilities
-        minus = "LITERAL-" in self.capabilities
+        safe = may_send_nonsync(command)  # else the server may read literal data as commands
+        plus = safe and "LITERAL+" in self.capabilities
+        minus = safe and "LITERAL-" in self.capabilities
 
         def adapt(token: Token) -> Token:
             if isinstance(token, Literal):

@@ -83,6 +83,8 @@ MALFORMED: list[tuple[bytes, bytes]] = [
     (b"b5 ID " + b"(" * 200 + b")" * 200 + b"\r\n", b"b5"),  # nested too deep
     (b"b6 CAPABILITY\x7f\r\n", b"b6"),
     (b"b7 AUTHENTICATE\r\n", b"b7"),
+    (b"b8 LOGIN (a) b\r\n", b"b8"),  # found by tests/fuzz: a list for a string ended the session
+    (b"b9 ID (\"a\" (\"b\"))\r\n", b"b9"),
 ]
 
 
@@ -104,6 +106,7 @@ SELECTED_MALFORMED: list[tuple[bytes, bytes]] = [
     (b"c6 SELECT \"INBOX\\\"\r\n", b"c6"),
     (b"c7 FETCH 1 (FLAGS)) junk\r\n", b"c7"),
     (b"c8 UID FETCH\x00 1 FLAGS\r\n", b"c8"),
+    (b"c9 SELECT (INBOX)\r\n", b"c9"),
 ]
 
 
@@ -453,3 +456,43 @@ def test_client_vanishing_does_not_disturb_others(proxy: RunningProxy,
     while proxy.session_count() > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proxy.session_count() == 1
+
+
+@pytest.mark.parametrize("sequence_set", [
+    ",".join(["1:1048576"] * 300).encode(),  # was ~60 s of a stalled event loop
+    b"1:" + b"9" * 5000,  # was a ValueError ending the session
+    b"1:4294967295",
+])
+def test_huge_fetch_sets_are_answered_promptly(raw_proxy_login: RawClient,
+                                               sequence_set: bytes) -> None:
+    """Found by tests/fuzz: expanding a client's set in the proxy must stay cheap."""
+    raw_proxy_login.ok("SELECT INBOX")
+    started = time.monotonic()
+    for command in (b"UID FETCH ", b"FETCH "):
+        _, tagged = raw_proxy_login.command(command + sequence_set + b" (BODY.PEEK[])")
+        assert status_of(tagged) in (b"OK", b"NO", b"BAD"), tagged
+    assert time.monotonic() - started < 5.0
+    raw_proxy_login.ok("NOOP")
+
+
+@pytest.mark.parametrize("head", [
+    b"SELECT \xff ", b'SELECT a["x"] ', b'LIST "" ~', b"SELECT a[(] ", b"CHECK ",
+    b"CREATE Other (USE (\\Drafts)) ", b"APPEND INBOX (\\Bad) ", b'APPEND INBOX "bad date" ',
+    b"COPY 1 INBOX x ", b"STATUS INBOX (MESSAGES) x ", b"UID EXPUNGE 1 ", b"APPEND INBOX x ",
+])
+def test_literal_data_is_never_run_upstream_as_commands(raw_proxy_login: RawClient,
+                                                        account: Any, head: bytes) -> None:
+    """Found by tests/fuzz/test_network_fuzz.py: Dovecot stops at an argument it refuses or
+    does not take, skips to the line feed and reads what follows as commands: the data of a
+    non-synchronising literal. Relayed as such, it ran upstream unseen by the proxy."""
+    raw_proxy_login.ok("SELECT INBOX")
+    smuggled = b"\r\nx9 CREATE Smuggled\r\n"
+    _, tagged = raw_proxy_login.command(head + b"{%d+}\r\n" % len(smuggled) + smuggled)
+    assert status_of(tagged) in (b"OK", b"NO", b"BAD"), tagged
+    raw_proxy_login.ok("NOOP")
+    imap = imap_login(account.host, account.port, account.user, account.password)
+    try:
+        typ, data = imap.list('""', "Smuggled")
+        assert typ == "OK" and data == [None], data
+    finally:
+        imap.logout()

@@ -245,3 +245,12 @@ def test_render_item() -> None:
     assert render_item(Item("RFC822.SIZE"), MSG, part) == (b"RFC822.SIZE", b"%d" % len(MSG))
     assert render_item(Item("BINARY.SIZE", "3"), MSG, part) == (b"BINARY.SIZE[3]", b"5")
     assert render_item(Item("ENVELOPE"), MSG, part)[1] == envelope(ROOT)
+
+
+def test_overlong_numbers_in_sections() -> None:
+    """Found by tests/fuzz: 5000-digit part numbers or partials made int() raise ValueError."""
+    assert find_part(ROOT, "1" * 5000) is None
+    assert find_part(ROOT, "1." + "2" * 11) is None
+    with pytest.raises(ProtocolError):
+        parse_section("BODY[]<" + "1" * 5000 + ">")
+    assert parse_section("BODY[]<" + "0" * 30 + "7>").partial == (7, None)

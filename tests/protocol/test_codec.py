@@ -108,3 +108,15 @@ def test_response_kinds() -> None:
         "x", "NO", "TRYCREATE", None, b"no mailbox")
     assert parse_response(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n").code_data == \
         b"IMAP4rev1 IDLE"
+
+
+def test_non_ascii_response_code_round_trips() -> None:
+    """Found by tests/fuzz: upper-casing \xb5 gave a code that could not be written back."""
+    response = parse_response(b"a1 OK [\xb5x] done\r\n")
+    assert serialize_response(response) == b"a1 OK [\xb5X] done\r\n"
+
+
+def test_overlong_response_number_is_a_protocol_error() -> None:
+    """Found by tests/fuzz: 5000 digits made int() raise ValueError."""
+    with pytest.raises(ProtocolError):
+        parse_response(b"* " + b"9" * 5000 + b" EXISTS\r\n")

@@ -1,5 +1,7 @@
 """The framer: lines, literals, caps enforced before buffering, resync after junk."""
 
+import pytest
+
 from imapproxy.protocol.framing import Frame, Framer, NeedContinuation, Rejected, tag_of
 
 
@@ -72,3 +74,14 @@ def test_tag_of() -> None:
     assert tag_of(b"a1 NOOP") == "a1"
     assert tag_of(b"a1") is None
     assert tag_of(b"(x NOOP") is None
+
+
+@pytest.mark.parametrize("cut", [None, 1, 40, 64])
+def test_long_line_skips_the_nonsync_literal_it_announces(cut: int | None) -> None:
+    """Found by tests/fuzz: the literal of a refused line was read as commands (whole line),
+    or not, depending on how the bytes arrived."""
+    data = b"t1 APPEND INBOX " + b"x" * 60 + b" {10+}\r\nt9 LOGOUT\r\nt2 NOOP\r\n"
+    f = Framer(max_line_length=50)
+    chunks = [data] if cut is None else [data[i:i + cut] for i in range(0, len(data), cut)]
+    got = [ev for chunk in chunks for ev in events(f, chunk)]
+    assert got == [Rejected("t1", "line too long"), Frame(b"t2 NOOP\r\n")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from imapproxy.protocol.response import parse_response
@@ -70,3 +72,21 @@ def test_gaps_are_not_guessed() -> None:
 ])
 def test_parse_set(text: str, star: int | None, numbers: set[int] | None) -> None:
     assert parse_set(text, star) == numbers
+
+
+def test_parse_set_bounds_its_work() -> None:
+    """Found by tests/fuzz: a set repeating a big range cost seconds per FETCH (the loop
+    stalled for every session), and 5000 digits raised ValueError."""
+    started = time.monotonic()
+    assert parse_set(",".join(["1:1000000"] * 200), 10) is None
+    assert parse_set("1:" + "9" * 5000, 10) is None
+    assert parse_set(",".join(["1:4294967295"] * 5000), 10, ceiling=11) == set(range(1, 12))
+    assert time.monotonic() - started < 1.0
+
+
+def test_resolve_huge_set_costs_no_more_than_the_mailbox() -> None:
+    box = SelectedMailbox(b"INBOX", read_only=False)
+    feed(box, b"* 2 EXISTS\r\n", b"* 1 FETCH (UID 5)\r\n", b"* 2 FETCH (UID 9)\r\n")
+    assert box.resolve("1:4294967295", by_uid=True) == [(1, 5), (2, 9)]
+    assert box.resolve("1:4294967295", by_uid=False) is None  # out of range: upstream's call
+    assert box.resolve("2:1", by_uid=False) == [(1, 5), (2, 9)]
