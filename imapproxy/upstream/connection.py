@@ -56,12 +56,21 @@ class _Lost:
 _LOST = _Lost()
 
 
+# Bytes of responses queued but not taken: above HIGH the upstream socket is not read until
+# the queue is back under LOW. A client that asks for a huge relayed answer and stops reading
+# then holds the upstream (TCP pushes back on it), not the proxy's memory.
+QUEUE_HIGH = 8 * 1024 * 1024
+QUEUE_LOW = 1024 * 1024
+
+
 class _ResponseReader(asyncio.Protocol):
     """Feeds upstream bytes through the framer into a queue of Received."""
 
     def __init__(self, max_literal_size: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.queue: asyncio.Queue[Received | _Lost] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.paused = False
         self.closed = asyncio.Event()
         self._framer = Framer(
             max_line_length=1024 * 1024, max_literal_size=max_literal_size, server_side=False
@@ -82,6 +91,28 @@ class _ResponseReader(asyncio.Protocol):
                 log.warning("unparseable upstream response (%s), relayed as is", exc)
                 parsed = None
             self.queue.put_nowait(Received(event.data, parsed))
+            self.queued_bytes += len(event.data)
+        if self.queued_bytes > QUEUE_HIGH and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def take(self) -> Received | _Lost:
+        """The next queued item (the queue must not be empty)."""
+        return self._taken(self.queue.get_nowait())
+
+    async def next_item(self, timeout: float | None) -> Received | _Lost:
+        if not self.queue.empty():  # most responses are queued already: no wait_for task
+            return self.take()
+        return self._taken(await asyncio.wait_for(self.queue.get(), timeout))
+
+    def _taken(self, item: Received | _Lost) -> Received | _Lost:
+        """Account for an item leaving the queue; resume reading once it has drained."""
+        if isinstance(item, Received):
+            self.queued_bytes -= len(item.raw)
+            if self.paused and self.queued_bytes < QUEUE_LOW and self.transport is not None:
+                self.paused = False
+                self.transport.resume_reading()
+        return item
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
@@ -330,7 +361,7 @@ class UpstreamConnection:
         """Unsolicited responses received while no command ran (taken off the queue)."""
         items, self._carried = self._carried, []
         while not self._reader.queue.empty():
-            item = self._reader.queue.get_nowait()
+            item = self._reader.take()
             if isinstance(item, _Lost):
                 self._reader.queue.put_nowait(item)
                 break
@@ -339,10 +370,7 @@ class UpstreamConnection:
 
     async def _receive(self, timeout: float | None) -> Received:
         try:
-            queue = self._reader.queue
-            # Most responses are already queued: skip wait_for's task (costly per call).
-            item = queue.get_nowait() if not queue.empty() else \
-                await asyncio.wait_for(queue.get(), timeout)
+            item = await self._reader.next_item(timeout)
         except TimeoutError:
             self.health.failed()
             self._broken = True
