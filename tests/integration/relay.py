@@ -65,6 +65,8 @@ class Relay:
                 if not downstream and self.cut_on_upstream and self.cut_on_upstream in data:
                     self.cut()
                     return
+                if not downstream and self._from_proxy(data, src) is None:
+                    continue  # answered here, not passed on
                 if downstream:
                     with self._lock:
                         self.to_client_bytes += len(data)
@@ -82,6 +84,11 @@ class Relay:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+    def _from_proxy(self, data: bytes, src: socket.socket) -> bytes | None:
+        """Bytes from the proxy on their way to the server; a subclass may answer them itself
+        (write to ``src``) and return None to keep them from the server."""
+        return data
 
     def cut(self) -> None:
         """Drop every relayed connection now (new ones are still accepted)."""

@@ -4,7 +4,6 @@ degraded cached reads when the upstream goes away."""
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import re
 import socket
@@ -44,31 +43,26 @@ class CountingRelay(Relay):
         super().__init__(target)
 
     def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
-        if downstream:
-            with self._lock:
-                self.live += 1
-                self.peak = max(self.peak, self.live)
-            try:
-                super()._pump(src, dst, downstream)
-            finally:
-                with self._lock:
-                    self.live -= 1
+        if not downstream:
+            super()._pump(src, dst, downstream)
             return
+        with self._lock:
+            self.live += 1
+            self.peak = max(self.peak, self.live)
         try:
-            while data := src.recv(65536):
-                if self.throttle_on in data:
-                    self.seen.append(data)
-                    if self.throttle > 0:
-                        self.throttle -= 1
-                        src.sendall(data.split(b" ", 1)[0] + b" NO [THROTTLED] Slow down\r\n")
-                        continue
-                dst.sendall(data)
-        except OSError:
-            pass
+            super()._pump(src, dst, downstream)
         finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self.live -= 1
+
+    def _from_proxy(self, data: bytes, src: socket.socket) -> bytes | None:
+        if self.throttle_on in data:
+            self.seen.append(data)
+            if self.throttle > 0:
+                self.throttle -= 1
+                src.sendall(data.split(b" ", 1)[0] + b" NO [THROTTLED] Slow down\r\n")
+                return None
+        return data
 
     def wait_live(self, count: int, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
