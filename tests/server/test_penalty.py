@@ -6,18 +6,11 @@ from imapproxy.config import LimitsConfig
 from imapproxy.hardening_config import AuthPenaltyConfig
 from imapproxy.server.limits import ConnectionLimits
 from imapproxy.server.penalty import AuthPenalty
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def test_delay_doubles_per_failure_and_is_capped() -> None:
-    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2, max_delay=15), Clock())
+    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2, max_delay=15), Clock(1000.0))
     delays = []
     for n in range(6):
         delays.append(penalty.delay("192.0.2.1", "bob"))
@@ -26,7 +19,7 @@ def test_delay_doubles_per_failure_and_is_capped() -> None:
 
 
 def test_delay_counts_per_ip_and_per_user() -> None:
-    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2), Clock())
+    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2), Clock(1000.0))
     for n in range(3):
         penalty.failed("192.0.2.1", b"bob", f"guess{n}".encode())
     assert penalty.delay("192.0.2.1", "alice") == 8  # same address, other user
@@ -35,7 +28,7 @@ def test_delay_counts_per_ip_and_per_user() -> None:
 
 
 def test_address_not_counted_when_none() -> None:
-    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2), Clock())
+    penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2), Clock(1000.0))
     penalty.failed(None, b"bob", b"x")
     assert penalty.delay(None, "alice") == 0
     assert penalty.delay(None, "bob") == 2  # the user still is
@@ -44,7 +37,7 @@ def test_address_not_counted_when_none() -> None:
 
 
 def test_failures_are_forgotten_and_success_resets() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     penalty = AuthPenalty(AuthPenaltyConfig(initial_delay=2, forget_after=60), clock)
     penalty.failed("192.0.2.1", b"bob", b"x")
     penalty.failed("192.0.2.1", b"bob", b"y")
@@ -56,7 +49,7 @@ def test_failures_are_forgotten_and_success_resets() -> None:
 
 
 def test_known_wrong_password_expires() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     penalty = AuthPenalty(AuthPenaltyConfig(failure_cache_ttl=30), clock)
     penalty.failed("192.0.2.1", b"bob", b"wrong")
     assert penalty.known_wrong(b"bob", b"wrong")
@@ -68,7 +61,7 @@ def test_known_wrong_password_expires() -> None:
 
 
 def test_no_password_kept_in_clear() -> None:
-    penalty = AuthPenalty(AuthPenaltyConfig(), Clock())
+    penalty = AuthPenalty(AuthPenaltyConfig(), Clock(1000.0))
     penalty.failed("192.0.2.1", b"bob", b"hunter2-secret")
     assert b"hunter2-secret" not in repr(vars(penalty)).encode()
     assert all(len(k) == 32 for k in penalty._refused)

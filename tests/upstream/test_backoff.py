@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from imapproxy.upstream.backoff import Backoff
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def test_no_throttle_no_pause() -> None:
-    assert Backoff(clock=Clock()).delay() == 0.0
+    assert Backoff(clock=Clock(100.0)).delay() == 0.0
 
 
 def test_doubles_from_initial_up_to_the_maximum() -> None:
-    backoff = Backoff(0.05, 16.0, 0.5, clock=Clock())
+    backoff = Backoff(0.05, 16.0, 0.5, clock=Clock(100.0))
     seen = [backoff.throttled() for _ in range(12)]
     assert seen[:4] == [0.05, 0.1, 0.2, 0.4]
     assert seen[8] == 12.8
@@ -27,7 +20,7 @@ def test_doubles_from_initial_up_to_the_maximum() -> None:
 
 
 def test_halves_per_quiet_period_then_forgets() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     backoff = Backoff(0.05, 16.0, 0.5, clock=clock)
     for _ in range(4):
         backoff.throttled()  # 0.4 s
@@ -43,7 +36,7 @@ def test_halves_per_quiet_period_then_forgets() -> None:
 
 
 def test_throttle_after_partial_shrink_doubles_the_shrunk_value() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     backoff = Backoff(0.05, 16.0, 0.5, clock=clock)
     for _ in range(5):
         backoff.throttled()  # 0.8 s
@@ -52,7 +45,7 @@ def test_throttle_after_partial_shrink_doubles_the_shrunk_value() -> None:
 
 
 def test_no_shrink_period_means_no_shrinking() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     backoff = Backoff(0.05, 1.0, 0.0, clock=clock)
     backoff.throttled()
     clock.now += 1000

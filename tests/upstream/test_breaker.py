@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from imapproxy.upstream.breaker import BreakerState, CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def test_opens_after_consecutive_failures_only() -> None:
-    breaker = CircuitBreaker(3, 10.0, clock=Clock())
+    breaker = CircuitBreaker(3, 10.0, clock=Clock(0.0))
     breaker.failure()
     breaker.failure()
     breaker.success()  # resets the count
@@ -27,7 +20,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 
 
 def test_one_probe_after_cooldown_and_it_closes_on_success() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = CircuitBreaker(1, 10.0, clock=clock)
     breaker.failure()
     clock.now = 9.9
@@ -43,7 +36,7 @@ def test_one_probe_after_cooldown_and_it_closes_on_success() -> None:
 
 
 def test_failed_probe_reopens_for_a_full_cooldown() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = CircuitBreaker(2, 5.0, clock=clock)
     breaker.failure()
     breaker.failure()
@@ -58,7 +51,7 @@ def test_failed_probe_reopens_for_a_full_cooldown() -> None:
 
 
 def test_a_lost_probe_is_replaced_after_a_cooldown() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = CircuitBreaker(1, 5.0, clock=clock)
     breaker.failure()
     clock.now = 5.0
@@ -70,7 +63,7 @@ def test_a_lost_probe_is_replaced_after_a_cooldown() -> None:
 
 
 def test_zero_threshold_never_opens() -> None:
-    breaker = CircuitBreaker(0, 5.0, clock=Clock())
+    breaker = CircuitBreaker(0, 5.0, clock=Clock(0.0))
     for _ in range(100):
         breaker.failure()
     assert breaker.allow() and breaker.state is BreakerState.CLOSED
