@@ -16,6 +16,7 @@ from .test_upstream_pool import (
     RawFactory,
     counting_relay,
     idle,
+    idling_pair,
     inbox,
     read_until,
     relayed,
@@ -115,12 +116,7 @@ def test_leader_leaving_hands_over_to_a_released_follower(
     connection's."""
     proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0,
                     max_parked_per_user=0)
-    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
-    for client in (leader, follower):
-        client.login(account.user, account.password)
-        client.ok("SELECT INBOX")
-    idle(leader, "a")
-    idle(follower, "b")
+    leader, follower = idling_pair(proxy, raw_factory, account)
     counting_relay.wait_live(1)
     done(leader, "a")  # the follower leads now: its IDLE runs on a connection again
     wait_for(lambda: counting_relay.live == 2)
@@ -148,12 +144,7 @@ def test_done_right_after_a_change_tells_it_once(
     """Whether the shared reading or the reconciliation at DONE tells it, the follower hears
     of each change exactly once, before its tagged OK."""
     proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
-    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
-    for client in (leader, follower):
-        client.login(account.user, account.password)
-        client.ok("SELECT INBOX")
-    idle(leader, "a")
-    idle(follower, "b")
+    leader, follower = idling_pair(proxy, raw_factory, account)
     wait_for(lambda: proxy.app.pool.parked == 1)  # the follower's, given back
     imap = direct(account)
     imap.store("2", "+FLAGS", "\\Deleted")

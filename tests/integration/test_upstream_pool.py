@@ -371,6 +371,18 @@ def idle(client: RawClient, tag: str) -> None:
     assert client.read_response().startswith(b"+ "), tag
 
 
+def idling_pair(proxy: RunningProxy, raw_factory: RawFactory,
+                account: Any) -> tuple[RawClient, RawClient]:
+    """Two clients of ``account``, INBOX selected, IDLE as "a" (the leader, first) and "b"."""
+    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
+    for client in (leader, follower):
+        client.login(account.user, account.password)
+        client.ok("SELECT INBOX")
+    idle(leader, "a")
+    idle(follower, "b")
+    return leader, follower
+
+
 def read_until(client: RawClient, wanted: bytes) -> list[bytes]:
     seen: list[bytes] = []
     while wanted not in (seen[-1] if seen else b""):
@@ -427,12 +439,7 @@ def test_shared_idle_ends_with_bad_on_anything_but_done(
         proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
         account: Any) -> None:
     proxy = relayed(proxy_factory, counting_relay, shared_idle=True)
-    leader, follower = (raw_factory(proxy.host, proxy.port) for _ in range(2))
-    for client in (leader, follower):
-        client.login(account.user, account.password)
-        client.ok("SELECT INBOX")
-    idle(leader, "a")
-    idle(follower, "b")
+    leader, follower = idling_pair(proxy, raw_factory, account)
     follower.send(b"NOOP\r\n")
     _, tagged = follower.read_until_tagged("b")
     assert status_of(tagged) == b"BAD", tagged
