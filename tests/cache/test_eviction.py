@@ -41,6 +41,21 @@ def test_a_recently_read_entry_survives(make_cache: CacheFactory) -> None:
     assert cache.stats().bytes <= MAX
 
 
+def test_a_batch_read_keeps_its_entries_recent(make_cache: CacheFactory) -> None:
+    """get_many (one SELECT and one UPDATE per batch) does the LRU bookkeeping of get."""
+    cache = make_cache(max_size=MAX)
+    box = cache.for_user(UPSTREAM, "alice").mailbox("INBOX", 1)
+    for uid in range(1, 11):
+        box.put(uid, payload(uid))
+    for uid in range(11, 60):
+        got = box.get_many([1, 3, 999])  # small and file-backed entries, and a missing one
+        assert got == {1: payload(1), 3: payload(3), 999: None}
+        box.put(uid, payload(uid))
+    assert box.get_many([1, 3]) == {1: payload(1), 3: payload(3)}
+    assert not box.contains(2) and not box.contains(4)
+    assert cache.stats().bytes <= MAX
+
+
 def test_lru_is_global_across_users(make_cache: CacheFactory) -> None:
     cache = make_cache(max_size=MAX)
     alice = cache.for_user(UPSTREAM, "alice").mailbox("INBOX", 1)
