@@ -34,9 +34,11 @@ class SessionView(Protocol):
 
 
 class AdminServer:
-    def __init__(self, path: Path, sessions: Callable[[], Iterable[SessionView]]) -> None:
+    def __init__(self, path: Path, sessions: Callable[[], Iterable[SessionView]],
+                 forget_user: Callable[[str], int] = lambda user: 0) -> None:
         self.path = path
         self.sessions = sessions
+        self.forget_user = forget_user  # closes the user's parked upstream connections
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> bool:
@@ -105,8 +107,10 @@ class AdminServer:
             kicked = [s for s in self.sessions() if s.user == user]
             for session in kicked:
                 session.shutdown("Disconnected by the administrator.")
-            log.info("admin: kicked %d sessions of %s", len(kicked), user)
-            return {"ok": True, "kicked": len(kicked)}
+            parked = self.forget_user(user)
+            log.info("admin: kicked %d sessions of %s, closed %d parked upstream connections",
+                     len(kicked), user, parked)
+            return {"ok": True, "kicked": len(kicked), "parked_closed": parked}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
 

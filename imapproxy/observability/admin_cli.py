@@ -84,5 +84,6 @@ def _cmd_kick(args: argparse.Namespace) -> int:
     answer = _ask(args, {"command": "kick", "user": args.user})
     if answer is None:
         return 1
-    print(f"ended {answer.get('kicked', 0)} sessions of {args.user}")
+    print(f"ended {answer.get('kicked', 0)} sessions of {args.user}, closed "
+          f"{answer.get('parked_closed', 0)} parked upstream connections")
     return 0

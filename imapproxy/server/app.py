@@ -101,7 +101,7 @@ class ProxyApp:
             log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
         path = self.config.admin_socket
         if path is not None:
-            admin = AdminServer(path, lambda: list(self.sessions))
+            admin = AdminServer(path, lambda: list(self.sessions), self.pool.forget)
             if await admin.start():
                 self.admin = admin
 

@@ -250,6 +250,13 @@ class UpstreamPool:
             return parked.conn
         return None
 
+    def forget(self, user: str) -> int:
+        """Log out every parked connection of ``user`` (``imapproxy kick``); how many."""
+        mine = [parked for parked in self._parked if parked.lease.user == user]
+        for parked in mine:
+            self._discard(parked)
+        return len(mine)
+
     def _discard(self, parked: _Parked, parked_now: bool = True) -> None:
         """Log a parked connection out in the background; its slot is freed once closed."""
         if parked_now and parked in self._parked:

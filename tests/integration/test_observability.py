@@ -102,9 +102,19 @@ def test_who_lists_sessions_and_kick_ends_them(proxy: RunningProxy, account: Any
     assert main(["who", "--socket", socket_path, "--json"]) == 0
     assert '"mailbox": "INBOX"' in capsys.readouterr().out
 
+    parked = raw_factory(proxy.host, proxy.port)  # logs out: its upstream connection parks
+    parked.login(account.user, account.password)
+    parked.ok("LOGOUT")
+    for _ in range(50):
+        if proxy.app.pool.parked == 1:
+            break
+        time.sleep(0.1)
+    assert proxy.app.pool.parked == 1
     assert main(["kick", account.user, "--socket", socket_path]) == 0
-    assert "ended 1 sessions" in capsys.readouterr().out
+    assert (f"ended 1 sessions of {account.user}, closed 1 parked upstream connections"
+            in capsys.readouterr().out)
     assert client.is_closed()
+    assert proxy.app.pool.parked == 0
     assert main(["kick", "nobody-here", "--socket", socket_path]) == 0
     assert "ended 0 sessions" in capsys.readouterr().out
 
