@@ -46,6 +46,9 @@ class Metrics:
                                   "Bodies fetched ahead of the client", registry=r)
         self.prefetch_used = Counter(f"{PREFIX}_prefetch_hits",
                                      "Client reads answered by a prefetched body", registry=r)
+        self.guard_events = Counter(f"{PREFIX}_guard_events",
+                                    "Connections and logins refused, auth penalties imposed",
+                                    ["event"], registry=r)
         self.filter_runs = Counter(f"{PREFIX}_filter_runs", "Message filter runs by result",
                                    ["filter", "result"], registry=r)
         self._server: Any = None
@@ -76,6 +79,10 @@ class Metrics:
             self.upstream_open.inc()
         elif event == "closed":
             self.upstream_open.dec()
+
+    def guard_event(self, event: str) -> None:
+        """``connection_refused``, ``login_refused``, ``penalty``, ``known_wrong_password``."""
+        self.guard_events.labels(event).inc()
 
     def filter_run(self, name: str, ok: bool) -> None:
         self.filter_runs.labels(name, "ok" if ok else "failed").inc()

@@ -67,6 +67,7 @@ async def admit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         if refusal is None:
             return peer
         log.info("connection refused ip=%s reason=%s", client_ip(peer), refusal.lower())
+        guard.on_event("connection_refused")
         writer.write(status_line(None, "BYE", refusal + "."))
     writer.close()
     try:

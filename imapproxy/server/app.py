@@ -43,6 +43,7 @@ class ProxyApp:
         self.filtering = Filtering.from_config(config, self.metrics.filter_run)
         self.metrics.watch_cache(lambda: self.cache)
         self.pool.on_event = self.metrics.upstream_event
+        self.guard.on_event = self.metrics.guard_event
         self.metrics_bound: tuple[str, int] | None = None
         self.admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()

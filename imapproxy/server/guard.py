@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 
 from ..config import Config
 from ..errors import CommandFailed
@@ -38,6 +39,9 @@ class Guard:
         self.limits = ConnectionLimits(config.limits)
         self.penalty = AuthPenalty(config.auth_penalty)
         self.exempt_loopback = config.limits.exempt_loopback
+        # Told "connection_refused", "login_refused", "penalty", "known_wrong_password"
+        # (the metrics' guard counters).
+        self.on_event: Callable[[str], None] = lambda event: None
 
     def _counted(self, ip: str) -> str | None:
         """The address the penalty counts, None for an exempt loopback client."""
@@ -47,6 +51,7 @@ class Guard:
         """Refuse (NO [AUTHENTICATIONFAILED], after the penalty delay) a password this user
         just failed with, without asking the upstream again."""
         if self.penalty.known_wrong(user, password, authzid):
+            self.on_event("known_wrong_password")
             log.info("login failed user=%s ip=%s reason=%s", _shown(user), ip,
                      "password refused moments ago (not asked upstream)")
             await self.login_failed(ip, user, password, authzid)
@@ -56,6 +61,7 @@ class Guard:
         """Wait the penalty, then count the failure (the wait grows with each one)."""
         delay = self.penalty.delay(self._counted(ip), _shown(user))
         if delay > 0:
+            self.on_event("penalty")
             await asyncio.sleep(delay)
         self.penalty.failed(self._counted(ip), user, password, authzid)
 
@@ -64,6 +70,7 @@ class Guard:
         if not self.limits.may_log_in(user):
             log.info("login refused user=%s ip=%s reason=too many connections of the user",
                      user, ip)
+            self.on_event("login_refused")
             raise CommandFailed("Too many connections for this user.", "LIMIT")
         self.penalty.succeeded(self._counted(ip), user)
         self.limits.logged_in(ip, user)

@@ -51,6 +51,7 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
     imap.logout()
     bad = raw_factory(observed.host, observed.port)
     assert b"NO" in bad.command(f'LOGIN {account.user} "wrong password"')[1]
+    assert b"NO" in bad.command(f'LOGIN {account.user} "wrong password"')[1]  # not asked upstream
     client = raw_factory(observed.host, observed.port)
     client.login(account.user, account.password)
     client.ok("SELECT INBOX")
@@ -60,7 +61,9 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
     values = _scrape(observed)
     assert values["imapproxy_sessions_open"] == 2
     assert values['imapproxy_logins_total{result="ok"}'] == 1
-    assert values['imapproxy_logins_total{result="failed"}'] == 1
+    assert values['imapproxy_logins_total{result="failed"}'] == 1  # the upstream's refusal
+    assert values['imapproxy_guard_events_total{event="known_wrong_password"}'] == 1
+    assert values['imapproxy_guard_events_total{event="penalty"}'] >= 1
     assert values['imapproxy_commands_total{command="FETCH",result="OK"}'] == 2
     assert values['imapproxy_commands_total{command="FETCH",result="BAD"}'] == 1
     assert values['imapproxy_commands_total{command="SELECT",result="OK"}'] == 1
