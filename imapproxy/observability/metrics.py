@@ -80,6 +80,13 @@ class Metrics:
         elif event == "closed":
             self.upstream_open.dec()
 
+    def prefetched_bodies(self, count: int) -> None:
+        self.prefetched.inc(count)
+
+    def prefetch_hits(self, count: int) -> None:
+        """Client reads answered by a body this session prefetched."""
+        self.prefetch_used.inc(count)
+
     def guard_event(self, event: str) -> None:
         """``connection_refused``, ``login_refused``, ``penalty``, ``known_wrong_password``."""
         self.guard_events.labels(event).inc()

@@ -91,6 +91,8 @@ class ContentFetch:
         self.drain = drain
         self.prefetch_count = prefetch_count
         self.missed = False  # some body was not cached: the client reads cold, prefetch
+        self.from_cache: set[int] = set()  # UIDs answered from the cache (prefetch hits)
+        self.prefetched: list[int] = []  # UIDs a prefetch fetched
         # With a filter chain every content item comes from the filtered bytes.
         self.filtered = filtered
         self.render_hook = render_hook  # client fixups that adjust one rendered item
@@ -213,6 +215,7 @@ class ContentFetch:
     async def _answer(self, rows: list[Row], request: FetchRequest, sets_seen: bool,
                       by_uid: bool) -> None:
         streams = await self._streams(rows, request)
+        self.from_cache.update(streams)
         try:
             wanted = [r.uid for r in rows if r.uid not in streams]
             settled: list[int] = []
@@ -346,6 +349,7 @@ class ContentFetch:
             for uid, data in (await self.cache.aget_many(uids)).items():
                 if data is not None:
                     found[uid] = data
+            self.from_cache.update(found)
         missing = [u for u in uids if u not in found]
         if not missing:
             return found, []
@@ -456,6 +460,7 @@ class ContentFetch:
             try:
                 fetched = await self._fetch_bodies(mine) if mine else {}
                 done += len(fetched)
+                self.prefetched += fetched
             finally:
                 self.cache.release(mine)
             if self.filtered is not None and fetched:  # filtered ahead too: reads stay warm

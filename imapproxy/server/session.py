@@ -143,6 +143,8 @@ class Session:
         self.user_cache: UserCache | None = None
         self.mailbox_cache: MailboxCache | None = None
         self._prefetch: asyncio.Future[int] | None = None
+        self._ahead: ContentFetch | None = None  # the engine of the running prefetch
+        self._prefetched: set[int] = set()  # UIDs prefetched in this mailbox, not read yet
         self.framer = self._new_framer()
         self.started = time.monotonic()
         self.started_at = time.time()
@@ -566,6 +568,7 @@ class Session:
         box = SelectedMailbox(string_value(command.args[0]),
                               read_only=command.name == "EXAMINE")
         self.mailbox = self.mailbox_cache = None
+        self._prefetched.clear()  # UIDs of another mailbox
         search = (all_uids_command(upstream) if self.user_cache is not None
                   and "ESEARCH" in upstream.capabilities else None)
         final: StatusResponse | None = None
@@ -620,9 +623,14 @@ class Session:
         else:
             final = await engine.run(command, request)
             self.write(serialize_response(replace(final, tag=command.tag)))
+        hits = engine.from_cache & self._prefetched
+        if hits and self.metrics is not None:
+            self.metrics.prefetch_hits(len(hits))
+        self._prefetched -= hits
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
                                  self.write, self.writer.drain, filtered=engine.filtered)
+            self._ahead = ahead
             self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
 
     async def _settle_prefetch(self) -> None:
@@ -634,6 +642,10 @@ class Session:
         try:
             fetched = await task
             log.debug("prefetched %d bodies", fetched)
+            if self._ahead is not None:
+                self._prefetched.update(self._ahead.prefetched)
+                if self.metrics is not None:
+                    self.metrics.prefetched_bodies(len(self._ahead.prefetched))
         except ImapError as exc:
             log.info("prefetch stopped: %s", exc.text)
         except Exception:  # prefetching is an optimisation: its failure must not end a session

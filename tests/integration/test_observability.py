@@ -55,8 +55,9 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
     client = raw_factory(observed.host, observed.port)
     client.login(account.user, account.password)
     client.ok("SELECT INBOX")
-    client.ok("FETCH 1:* (BODY.PEEK[])")  # cold: from the upstream
-    client.ok("FETCH 1:* (BODY.PEEK[])")  # warm: cache hits
+    client.ok("FETCH 1 (BODY.PEEK[])")  # cold: from the upstream; 2 and 3 are prefetched
+    client.ok("FETCH 2 (BODY.PEEK[])")  # a prefetched body
+    client.ok("FETCH 1:* (BODY.PEEK[])")  # warm: cache hits (3 was prefetched too)
     assert b"BAD" in client.command("FETCH")[1]
     values = _scrape(observed)
     assert values["imapproxy_sessions_open"] == 2
@@ -64,7 +65,9 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
     assert values['imapproxy_logins_total{result="failed"}'] == 1  # the upstream's refusal
     assert values['imapproxy_guard_events_total{event="known_wrong_password"}'] == 1
     assert values['imapproxy_guard_events_total{event="penalty"}'] >= 1
-    assert values['imapproxy_commands_total{command="FETCH",result="OK"}'] == 2
+    assert values['imapproxy_commands_total{command="FETCH",result="OK"}'] == 3
+    assert values["imapproxy_prefetched_bodies_total"] == 2
+    assert values["imapproxy_prefetch_hits_total"] == 2
     assert values['imapproxy_commands_total{command="FETCH",result="BAD"}'] == 1
     assert values['imapproxy_commands_total{command="SELECT",result="OK"}'] == 1
     assert values['imapproxy_upstream_round_trip_seconds_count{command="SELECT"}'] == 1
