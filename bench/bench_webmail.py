@@ -101,8 +101,10 @@ async def webmail_session(port: int, user: str, count: int, rng: random.Random) 
 
 
 async def load(port: int, users: list[str], count: int, seconds: float, max_sessions: int,
-               seed: int) -> Tally:
-    """Every simulated user loops over sessions until ``seconds`` or ``max_sessions``."""
+               seed: int, think: float = 0.0) -> Tally:
+    """Every simulated user loops over sessions until ``seconds`` or ``max_sessions``,
+    pausing ``think`` seconds on average (0.5-1.5x, at random) between two: the time a person
+    spends on a page. With think 0 the users are a closed loop that saturates the machine."""
     tally = Tally()
     deadline = time.perf_counter() + seconds
 
@@ -120,6 +122,9 @@ async def load(port: int, users: list[str], count: int, seconds: float, max_sess
                     tally.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             tally.latencies.append(time.perf_counter() - start)
+            if think > 0:
+                await asyncio.sleep(min(think * rng.uniform(0.5, 1.5),
+                                        max(0.0, deadline - time.perf_counter())))
 
     await asyncio.gather(*(user_loop(i) for i in range(len(users))))
     return tally
@@ -129,7 +134,8 @@ def measure(port: int, relay: RelayProcess, users: list[str], count: int,
             args: argparse.Namespace) -> dict[str, Any]:
     relay.ask("RESET")
     started = time.perf_counter()
-    tally = asyncio.run(load(port, users, count, args.seconds, args.max_sessions, args.seed))
+    tally = asyncio.run(load(port, users, count, args.seconds, args.max_sessions, args.seed,
+                             args.think_ms / 1000))
     elapsed = time.perf_counter() - started
     stats = relay.ask("STATS")
     done = len(tally.latencies)
@@ -167,7 +173,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         users = [accounts[i % len(accounts)] for i in range(args.users)]
         relay = RelayProcess(dovecot.port, args.latency_ms, 0.0)
         print(f"{len(accounts)} accounts x {len(messages)} messages; {args.users} users; "
-              f"{args.latency_ms:.0f} ms each way; {args.seconds:.0f} s a side")
+              f"{args.latency_ms:.0f} ms each way; think {args.think_ms:.0f} ms; "
+              f"{args.seconds:.0f} s a side")
 
         results["direct"] = direct = measure(relay.port, relay, users, len(messages), args)
         _say("direct", direct)
@@ -228,6 +235,9 @@ def main() -> int:
     parser.add_argument("--max-sessions", type=int, default=1000,
                         help="sessions per user at most (bounds the run)")
     parser.add_argument("--latency-ms", type=float, default=25.0)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="mean pause of a user between two sessions (default 0: closed "
+                             "loop, as fast as the machine goes)")
     parser.add_argument("--proxy-config", type=Path, help="extra TOML for the proxy")
     parser.add_argument("--profile", type=Path, help="cProfile the proxy into this file")
     parser.add_argument("--seed", type=int, default=1)

@@ -183,8 +183,10 @@ class Session:
     def shutdown(self, reason: str, *, force: bool = False) -> None:
         """Server shutdown: a session between commands (or in IDLE) is told ``* BYE`` and
         closed now; one running a command finishes it first, unless ``force`` (the grace
-        period is over: the upstream is cut too, so nothing waits on it)."""
+        period is over: the upstream is cut too, so nothing waits on it). Its upstream
+        connection is not kept for reuse (a kicked user's login must not outlive the kick)."""
         self._closing = True
+        self.reusable = False
         self._bye = self._bye or reason
         if self.busy and not force:
             return
