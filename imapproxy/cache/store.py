@@ -731,7 +731,11 @@ class MailboxCache:
         fetched = self._fetch(uid, files)
         if fetched is None:
             return None
-        files, key, value = fetched
+        return self._verified(*fetched)
+
+    def _verified(self, files: _UserFiles, key: bytes, value: Any) -> bytes | None:
+        """The payload of a stored value (bytes, or an open file, closed here) once its
+        length and digest check, counted as a hit; else dropped as corrupt and None."""
         try:
             if isinstance(value, bytes):
                 payload = open_blob(self._context(key), value)
@@ -768,20 +772,8 @@ class MailboxCache:
             if value is None:
                 self.user._count("misses")
                 out[uid] = None
-                continue
-            try:
-                if isinstance(value, bytes):
-                    payload = open_blob(self._context(key), value)
-                else:
-                    with value:
-                        payload = read_file(self._context(key), value)
-            except _STORE_ERRORS:
-                payload = None
-            if payload is None:
-                self._corrupt(files, key)
             else:
-                self.user._count("hits")
-            out[uid] = payload
+                out[uid] = self._verified(files, key, value)
         return out
 
     def open(self, uid: int) -> MessageStream | None:
