@@ -58,11 +58,8 @@ def twin_clients(proxy: RunningProxy, account: Any, raw_factory: Any,
 
 
 @pytest.fixture
-def seeded(account: Any) -> Any:
-    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
-    imap.login(account.user, account.password)
-    seed_mailbox(imap, "INBOX", messages(40))
-    imap.logout()
+def seeded(account: Any, imap_direct: imaplib.IMAP4) -> Any:
+    seed_mailbox(imap_direct, "INBOX", messages(40))
     return account
 
 

@@ -16,11 +16,8 @@ from .conftest import TIMING, RawClient, RunningProxy, status_of
 
 
 @pytest.fixture
-def seeded(account: Any) -> Any:
-    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
-    imap.login(account.user, account.password)
-    seed_mailbox(imap, "INBOX", generated(10))
-    imap.logout()
+def seeded(account: Any, imap_direct: imaplib.IMAP4) -> Any:
+    seed_mailbox(imap_direct, "INBOX", generated(10))
     return account
 
 

@@ -44,11 +44,9 @@ def _scrape(proxy: RunningProxy) -> dict[str, float]:
 
 
 def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
-                                           raw_factory: Any) -> None:
-    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
-    imap.login(account.user, account.password)
-    seed_mailbox(imap, "INBOX", generated(3))
-    imap.logout()
+                                           raw_factory: Any,
+                                           imap_direct: imaplib.IMAP4) -> None:
+    seed_mailbox(imap_direct, "INBOX", generated(3))
     bad = raw_factory(observed.host, observed.port)
     assert b"NO" in bad.command(f'LOGIN {account.user} "wrong password"')[1]
     assert b"NO" in bad.command(f'LOGIN {account.user} "wrong password"')[1]  # not asked upstream

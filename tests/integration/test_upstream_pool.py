@@ -89,13 +89,10 @@ def _pool(**settings: Any) -> Any:
 
 
 @pytest.fixture
-def inbox(account: Any) -> list[bytes]:
+def inbox(imap_direct: imaplib.IMAP4) -> list[bytes]:
     """INBOX with 3 messages, added directly."""
     msgs = messages(3)[:3]
-    imap = imaplib.IMAP4(account.host, account.port, timeout=10)
-    imap.login(account.user, account.password)
-    seed_mailbox(imap, "INBOX", msgs)
-    imap.logout()
+    seed_mailbox(imap_direct, "INBOX", msgs)
     return msgs
 
 
