@@ -4,7 +4,6 @@ privileges after binding."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from imapproxy.cache._fs import tree_size
 
 from .conftest import TIMEOUT, RawClient, status_of
 from .relay import Relay
@@ -185,15 +186,6 @@ def test_sighup_reloads_the_certificate(processes: list[ProxyProcess], dovecot: 
 
 
 # --- SIGKILL during cache writes -------------------------------------------------------------
-
-
-def tree_size(path: Path) -> int:
-    total = 0
-    for base, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(base, name)).st_size
-    return total
 
 
 def big_message(size: int) -> bytes:
