@@ -25,6 +25,7 @@ from typing import Any, Self
 import pytest
 
 from imapproxy.config import Config, LimitsConfig, ListenerConfig, UpstreamConfig
+from imapproxy.devserver import DovecotServer
 from imapproxy.hardening_config import AuthPenaltyConfig
 from imapproxy.server.app import ProxyApp
 from tests.conftest import Account, make_account
@@ -376,3 +377,14 @@ def streamed_uids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(ContentFetch, "_stream_response", spy)
     return seen
+
+
+@pytest.fixture(scope="session")
+def tls_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A Dovecot with implicit TLS and STARTTLS (its own self-signed CA), user tlsuser /
+    tlspass: the upstream of the upstream-TLS tests."""
+    server = DovecotServer(tmp_path_factory.mktemp("tls-dovecot"), tls=True)
+    server.start()
+    server.add_user("tlsuser", "tlspass")
+    yield server
+    server.stop()

@@ -10,7 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,15 +210,6 @@ def test_required_client_certificate_refuses_another_ca(
 
 
 # --- upstream hostname -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    server = DovecotServer(tmp_path_factory.mktemp("tls-dovecot-hostname"), tls=True)
-    server.start()
-    server.add_user("tlsuser", "tlspass")
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize(("host", "expected"), [("127.0.0.1", b"OK"), ("127.0.0.2", b"NO")])

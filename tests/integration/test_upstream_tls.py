@@ -15,15 +15,6 @@ from imapproxy.devserver import DovecotServer
 from tests.integration.conftest import RunningProxy, make_config
 
 
-@pytest.fixture(scope="module")
-def tls_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    server = DovecotServer(tmp_path_factory.mktemp("tls-dovecot"), tls=True)
-    server.start()
-    server.add_user("tlsuser", "tlspass")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def tls_proxy(tls_dovecot: DovecotServer) -> Iterator[Callable[..., RunningProxy]]:
     """``tls_proxy(security, port, **upstream settings)``: a proxy in front of tls_dovecot."""
