@@ -138,14 +138,17 @@ def proxy_factory(dovecot: Any) -> Iterator[ProxyFactory]:
     """``proxy_factory(**overrides)``: start a proxy with a special config; stopped at the end
     of the test. Overrides: ``upstream_host``/``upstream_port`` (default: the test Dovecot),
     ``listeners=(ListenerConfig(...),)``, ``upstream={...}`` for UpstreamConfig fields, and
-    any LimitsConfig field (``max_literal_size=...``)."""
+    any LimitsConfig field (``max_literal_size=...``); ``config_fields={...}`` replaces
+    fields of the whole Config (observability, filter_rules...)."""
     started: list[RunningProxy] = []
 
     def factory(*, upstream_host: str | None = None, upstream_port: int | None = None,
+                config_fields: dict[str, Any] | None = None,
                 **overrides: Any) -> RunningProxy:
         config = make_config(upstream_host or dovecot.host,
                              upstream_port if upstream_port is not None else dovecot.port,
                              **overrides)
+        config = dataclasses.replace(config, **(config_fields or {}))
         running = RunningProxy(config)
         started.append(running)
         return running

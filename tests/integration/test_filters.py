@@ -8,7 +8,6 @@ message must equal what Dovecot answers for those bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import imaplib
 import re
 import shutil
@@ -26,10 +25,10 @@ from imapproxy.protocol.tokens import Literal, Quoted, Token, serialize_tokens
 from tests.filtering.sample_filters import TagFilter, registered, tag
 from tests.integration.conftest import (
     TIMEOUT,
+    ProxyFactory,
     RawClient,
     RunningProxy,
     imap_login,
-    make_config,
     quote,
     status_of,
 )
@@ -48,28 +47,23 @@ def sample_filters() -> Iterator[None]:
 
 
 @pytest.fixture
-def start(dovecot: Any) -> Iterator[Start]:
+def start(proxy_factory: ProxyFactory) -> Start:
     """``start(filters=("tag",), settings=..., rules=..., fixups=..., quirks=...,
     listeners=..., cache_dir=...)``: a proxy in front of the test Dovecot."""
-    started: list[RunningProxy] = []
 
     def factory(filters: tuple[str, ...] = ("tag",), *, settings: dict[str, Any] | None = None,
                 rules: tuple[FilterRule, ...] = (), fixups: tuple[str, ...] = (),
                 quirks: tuple[str, ...] = (), listeners: tuple[ListenerConfig, ...] = (),
                 cache_dir: Path | None = None) -> RunningProxy:
-        base = make_config(dovecot.host, dovecot.port, upstream={"quirks": quirks})
-        listeners = listeners or (ListenerConfig("127.0.0.1", 0, filters=filters,
-                                                 fixups=fixups),)
-        config = dataclasses.replace(base, listeners=listeners, filter_rules=rules,
-                                     filter_settings=settings or {},
-                                     cache_dir=cache_dir or base.cache_dir)
-        running = RunningProxy(config)
-        started.append(running)
-        return running
+        fields: dict[str, Any] = {
+            "listeners": listeners or (ListenerConfig("127.0.0.1", 0, filters=filters,
+                                                      fixups=fixups),),
+            "filter_rules": rules, "filter_settings": settings or {}}
+        if cache_dir is not None:
+            fields["cache_dir"] = cache_dir
+        return proxy_factory(upstream={"quirks": quirks}, config_fields=fields)
 
-    yield factory
-    for running in started:
-        running.stop()
+    return factory
 
 
 def raw_login(proxy: RunningProxy, account: Any, port: int | None = None) -> RawClient:

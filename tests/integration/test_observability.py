@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import imaplib
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,17 +15,13 @@ from imapproxy.cli import main
 from imapproxy.config import ObservabilityConfig
 from tests.mailgen import generated, seed_mailbox
 
-from .conftest import RunningProxy, make_config
+from .conftest import RunningProxy
 
 
 @pytest.fixture
-def observed(dovecot: Any) -> Iterator[RunningProxy]:
-    config = make_config(dovecot.host, dovecot.port)
-    config = dataclasses.replace(config, observability=ObservabilityConfig(
-        metrics_bind=("127.0.0.1", 0)))
-    running = RunningProxy(config)
-    yield running
-    running.stop()
+def observed(proxy_factory: Any) -> RunningProxy:
+    return proxy_factory(config_fields={"observability": ObservabilityConfig(
+        metrics_bind=("127.0.0.1", 0))})
 
 
 def _scrape(proxy: RunningProxy) -> dict[str, float]:
