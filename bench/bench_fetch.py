@@ -154,6 +154,12 @@ class ProxyProcess:
         m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
         return int(m.group(1)) * 1024 if m else 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the proxy process and its reaped children so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return sum(int(f) for f in fields[11:15]) / ticks
+
     def reset_peak(self) -> bool:
         """Reset VmHWM to the current RSS (Linux >= 4.0: clear_refs 5)."""
         try:

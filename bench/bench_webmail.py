@@ -131,14 +131,16 @@ async def load(port: int, users: list[str], count: int, seconds: float, max_sess
 
 
 def measure(port: int, relay: RelayProcess, users: list[str], count: int,
-            args: argparse.Namespace) -> dict[str, Any]:
+            args: argparse.Namespace, proxy: ProxyProcess | None = None) -> dict[str, Any]:
     relay.ask("RESET")
+    cpu_before = proxy.cpu_seconds() if proxy is not None else 0.0
     started = time.perf_counter()
     tally = asyncio.run(load(port, users, count, args.seconds, args.max_sessions, args.seed,
                              args.think_ms / 1000))
     elapsed = time.perf_counter() - started
     stats = relay.ask("STATS")
     done = len(tally.latencies)
+    cpu = proxy.cpu_seconds() - cpu_before if proxy is not None else None
     ordered = sorted(tally.latencies)
     return {
         "sessions": done, "failures": tally.failures, "errors": tally.errors,
@@ -148,6 +150,7 @@ def measure(port: int, relay: RelayProcess, users: list[str], count: int,
         "upstream_logins_per_session": stats["connections"] / done if done else None,
         "upstream_lines_per_session": stats["lines_up"] / done if done else None,
         "upstream_bytes_down": stats["down"],
+        "proxy_cpu_ms_per_session": cpu * 1000 / done if cpu is not None and done else None,
     }
 
 
@@ -183,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.warmup > 0:  # the proxy's cache fills, as it would in production
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
             measure(proxy.port, relay, users, len(messages), warm)
-        results["proxy"] = through = measure(proxy.port, relay, users, len(messages), args)
+        results["proxy"] = through = measure(proxy.port, relay, users, len(messages), args,
+                                             proxy)
         _say("proxy", through)
         results["ratios"] = ratios = _ratios(direct, through)
         print(json.dumps(ratios, indent=2))
@@ -205,6 +209,8 @@ def _say(name: str, m: dict[str, Any]) -> None:
           f" = {m['sessions_per_s']:.1f}/s; p50 {p50}, p99 {p99}; upstream per session: "
           f"{logins if logins is None else round(logins, 3)} logins, "
           f"{lines if lines is None else round(lines, 2)} command lines")
+    if m.get("proxy_cpu_ms_per_session") is not None:
+        print(f"        proxy CPU {m['proxy_cpu_ms_per_session']:.1f} ms per session")
     for error in m["errors"]:
         print(f"        {error}")
 
