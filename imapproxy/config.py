@@ -116,6 +116,7 @@ class CacheConfig:
 
     max_size: int = 1024**3  # bytes on disk; least recently used entries are evicted beyond
     memory_only_size: int = 64 * 1024**2  # filter output that must stay off disk (filters.md)
+    hot_size: int = 64 * 1024**2  # recently read small messages also kept in memory (0 = off)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
                   "fixups", *hardening.LISTENER_KEYS)
 _RULE_KEYS = ("user", "client_name", "listener", "filters", "fixups")
-_CACHE_KEYS = ("dir", "max_size", "memory_only_size")
+_CACHE_KEYS = ("dir", "max_size", "memory_only_size", "hot_size")
 _LIMITS_KEYS = ("max_line_length", "max_literal_size", "preauth_timeout", "idle_timeout",
                 *hardening.LIMITS_KEYS)
 
@@ -729,9 +730,9 @@ def _load_cache(table: _Table | None) -> CacheConfig:
     if table is None:
         return defaults
     sizes = {key: parse_size(table.data[key], table.name(key))
-             for key in ("max_size", "memory_only_size") if table.data.get(key) is not None}
-    return CacheConfig(**{"max_size": defaults.max_size,
-                          "memory_only_size": defaults.memory_only_size, **sizes})
+             for key in ("max_size", "memory_only_size", "hot_size")
+             if table.data.get(key) is not None}
+    return dataclasses.replace(defaults, **sizes)
 
 
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "kv", "json")

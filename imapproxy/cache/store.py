@@ -62,6 +62,7 @@ from imapproxy.cache.entry import (
 )
 from imapproxy.cache.index import IndexDB, IndexEntry, MailboxIndex
 from imapproxy.cache.inflight import InFlight
+from imapproxy.cache.memory import MemoryLRU
 from imapproxy.config import CacheConfig, Config, UpstreamConfig
 
 log = logging.getLogger("imapproxy.cache")
@@ -83,6 +84,11 @@ MAX_ENTRY_FRACTION = 4
 EVICT_TO = 0.9
 #: User caches kept open after their last user (session) let go of them.
 KEEP_OPEN = 16
+HOT_READS_BATCH = 512
+HOT_READS_SECONDS = 30.0
+# Messages up to this size are also kept in the hot tier (in memory) once read or stored;
+# bigger ones are streamed from their file anyway (server/fetch.py STREAM_THRESHOLD).
+HOT_ENTRY_MAX = 1024 * 1024
 #: SQLite busy timeout (seconds) of the message store; a timeout is a miss / a skipped put.
 DB_TIMEOUT = 10.0
 
@@ -273,6 +279,12 @@ class MessageCache:
         self._volumes: dict[str, int] | None = None  # user id -> bytes; None: not scanned
         self._evicting = threading.Lock()
         self.evictions = 0  # message entries evicted by this process (for metrics)
+        # (user cache id, entry key) -> (verified bytes, structure blob or b""): see memory.py
+        self.hot: MemoryLRU[tuple[str, bytes]] = MemoryLRU(self.config.hot_size, HOT_ENTRY_MAX)
+        # Reads the hot tier answered, still to be told to the disk LRU (note_hot_reads).
+        self._hot_reads: dict[str, tuple[UserCache, set[bytes], set[bytes]]] = {}
+        self._hot_reads_count = 0
+        self._hot_reads_since = time.monotonic()
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="imapproxy-cache")
         self._closed = False
         self._remove_trash()
@@ -403,7 +415,43 @@ class MessageCache:
         finally:
             self._evicting.release()
 
+    def note_hot_reads(self, user: UserCache, mailbox: bytes, keys: Iterable[bytes]) -> None:
+        """Reads answered from memory count as uses for the disk LRU too (else a message
+        read all day from memory would be the first evicted from disk). Recorded here and
+        written in one batch per user by :meth:`flush_hot_reads`: in the thread pool every
+        HOT_READS_BATCH reads or HOT_READS_SECONDS, and before any store or eviction."""
+        with self._lock:
+            _, pending, boxes = self._hot_reads.setdefault(user.id, (user, set(), set()))
+            before = len(pending)
+            pending.update(keys)
+            boxes.add(mailbox)
+            self._hot_reads_count += len(pending) - before
+            due = self._hot_reads_count >= HOT_READS_BATCH \
+                or time.monotonic() - self._hot_reads_since > HOT_READS_SECONDS
+            if due:
+                self._hot_reads_count = 0
+                self._hot_reads_since = time.monotonic()
+        if due and not self._closed:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._executor.submit(self.flush_hot_reads)
+
+    def flush_hot_reads(self) -> None:
+        if not self._hot_reads:
+            return
+        with self._lock:
+            pending, self._hot_reads = self._hot_reads, {}
+        for user, keys, boxes in pending.values():
+            files = user.files_if_open()
+            if files is None:
+                continue
+            with contextlib.suppress(*_STORE_ERRORS):
+                with files.store.transact():
+                    _mark_used(files.store, "key", [sqlite3.Binary(k) for k in keys])
+                for box in boxes:
+                    files.index.touch_mailbox(box)
+
     def _evict(self, target: int) -> int:
+        self.flush_hot_reads()
         evicted = 0
         for _ in range(100):  # each round frees what the oldest candidates hold
             volumes = self._scan_volumes()
@@ -544,6 +592,7 @@ class MessageCache:
                 self._volumes.pop(path.name, None)
         if user is not None:
             user.close_files()
+        self.hot.discard_where(lambda key: key[0] == path.name)
         with contextlib.suppress(*_STORE_ERRORS):
             files = _UserFiles(path, self.max_size)
             try:
@@ -595,6 +644,7 @@ class UserCache:
                     return self._holder[0]
                 # Purged by another process (imapproxy cache purge): start afresh.
                 self._holder.pop().close()
+                self.parent.hot.discard_where(lambda key: key[0] == self.id)
             private_dir(self.path)
             owner = _read_owner(self.path)
             if owner is None:
@@ -652,11 +702,11 @@ class UserCache:
         except _STORE_ERRORS:
             return {}
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, n: int = 1) -> None:
         files = self.files_if_open()
         if files is not None:
             with contextlib.suppress(*_STORE_ERRORS):
-                files.index.count(name)
+                files.index.count(name, n)
 
     def _after_write(self, files: _UserFiles) -> None:
         try:
@@ -728,6 +778,9 @@ class MailboxCache:
     def get(self, uid: int, files: _UserFiles | None = None) -> bytes | None:
         """The message bytes, verified, or None (not cached, or dropped as corrupt). Reads
         the whole message into one bytes object; for large ones prefer :meth:`open`."""
+        hot = self.in_memory([uid])
+        if hot:
+            return hot[uid]
         fetched = self._fetch(uid, files)
         if fetched is None:
             return None
@@ -748,7 +801,25 @@ class MailboxCache:
             self._corrupt(files, key)
             return None
         self.user._count("hits")
+        self.user.parent.hot.put((self.user.id, key), payload)
         return payload
+
+    def in_memory(self, uids: Iterable[int], *, count: bool = True) -> dict[int, bytes]:
+        """The bytes of those ``uids`` the hot tier holds (counted as hits unless ``count``
+        is false): no I/O, so the event loop may call it."""
+        keys = {(self.user.id, self._key(uid)): uid for uid in uids}
+        hits = self.user.parent.hot.get_many(keys)
+        if hits and count:
+            self.user._count("hits", len(hits))
+            self.user.parent.note_hot_reads(self.user, self.name, (key for _, key in hits))
+        return {keys[key]: data for key, (data, _) in hits.items()}
+
+    def structures_in_memory(self, uids: Iterable[int]) -> dict[int, bytes]:
+        """The parsed structures the hot tier holds beside the bytes of ``uids``."""
+        keys = {(self.user.id, self._key(uid)): uid for uid in uids}
+        return {keys[key]: structure
+                for key, (_, structure) in self.user.parent.hot.get_many(keys).items()
+                if structure}
 
     get_bytes = get
 
@@ -757,15 +828,17 @@ class MailboxCache:
         all of them in memory at once: meant for small messages. The entries are looked up
         with one SELECT and their LRU times set with one UPDATE per batch (``_fetch_many``),
         instead of two statements per message (the warm FETCH path: 3x faster)."""
-        wanted = list(uids)
+        out: dict[int, bytes | None] = dict(self.in_memory(uids := list(uids)))
+        wanted = [uid for uid in uids if uid not in out]
+        if not wanted:
+            return out
         try:
             files = self.user.open_files()
             with files.store.transact():
                 stored = _fetch_many(files.store, [self._key(uid) for uid in wanted])
         except _STORE_ERRORS:  # one at a time then: each get fails (and counts) on its own
             log.warning("batched cache read failed; reading one by one", exc_info=True)
-            return {uid: self.get(uid) for uid in wanted}
-        out: dict[int, bytes | None] = {}
+            return out | {uid: self.get(uid) for uid in wanted}
         for uid in wanted:
             key = self._key(uid)
             value = stored.get(key)
@@ -836,6 +909,7 @@ class MailboxCache:
             return False
         key = self._key(uid)
         context = self._context(key)
+        self.user.parent.flush_hot_reads()  # diskcache culls by its LRU inside set()
         try:
             files = self.user.open_files()
             if size + TRAILER_SIZE < MIN_FILE_SIZE:
@@ -848,11 +922,14 @@ class MailboxCache:
             return False
         self.user._count("stored")
         self.user._after_write(files)
+        if size <= HOT_ENTRY_MAX:
+            self.user.parent.hot.put((self.user.id, key), bytes(data))
         return True
 
     def forget(self, uids: Iterable[int]) -> None:
         """Drop the bytes and index entries of ``uids`` (e.g. after EXPUNGE / VANISHED)."""
         wanted = list(uids)
+        self.user.parent.hot.discard((self.user.id, self._key(uid)) for uid in wanted)
         try:
             files = self.user.open_files()
             for uid in wanted:
@@ -888,11 +965,18 @@ class MailboxCache:
         try:
             files = self.user.open_files()
             self._touch(files)
-            return MailboxIndex(files.index.entries(self.name, self.uidvalidity, uids,
-                                                    structure))
+            entries = files.index.entries(self.name, self.uidvalidity, uids, structure)
         except _STORE_ERRORS:
             log.warning("cache: index read failed", exc_info=True)
             return MailboxIndex()
+        self._remember_structures(entries)
+        return MailboxIndex(entries)
+
+    def _remember_structures(self, entries: Iterable[IndexEntry]) -> None:
+        hot = self.user.parent.hot
+        for entry in entries:
+            if entry.structure:
+                hot.set_extra((self.user.id, self._key(entry.uid)), entry.structure)
 
     def uids(self) -> list[int]:
         """The UIDs the index has entries for, ascending."""
@@ -905,11 +989,12 @@ class MailboxCache:
         """Insert or update index entries; a None field keeps what is stored."""
         try:
             files = self.user.open_files()
-            files.index.update(self.name, self.uidvalidity, entries)
+            files.index.update(self.name, self.uidvalidity, entries := list(entries))
         except _STORE_ERRORS:
             log.warning("cache: index update failed", exc_info=True)
             return
         self.user._after_write(files)
+        self._remember_structures(entries)
 
     def set_index(self, uid: int, *, size: int | None = None, internaldate: str | None = None,
                   structure: bytes | None = None) -> None:
@@ -918,10 +1003,15 @@ class MailboxCache:
     # ---------------------------------------------------------------------------- async
 
     async def aget(self, uid: int) -> bytes | None:
-        return await self.user.parent.run(self.get, uid)
+        return (await self.aget_many([uid]))[uid]
 
     async def aget_many(self, uids: Iterable[int]) -> dict[int, bytes | None]:
-        return await self.user.parent.run(self.get_many, list(uids))
+        """:meth:`get_many`; what the hot tier holds is answered without a thread-pool trip."""
+        found: dict[int, bytes | None] = dict(self.in_memory(uids := list(uids)))
+        rest = [uid for uid in uids if uid not in found]
+        if rest:
+            found.update(await self.user.parent.run(self.get_many, rest))
+        return found
 
     async def aopen(self, uid: int) -> MessageStream | None:
         return await self.user.parent.run(self.open, uid)
@@ -960,7 +1050,6 @@ def _fetch_many(store: Any, keys: list[bytes]) -> dict[bytes, Any]:
     in one SELECT and one UPDATE per chunk. Uses diskcache's SQL schema (``Cache`` table,
     ``EVICTION_POLICY``), stable across diskcache 5.x (pinned in pyproject.toml). Call it
     inside ``store.transact()``."""
-    update = diskcache.core.EVICTION_POLICY[store.eviction_policy]["get"]
     now = time.time()
     found: dict[bytes, Any] = {}
     for start in range(0, len(keys), _FETCH_CHUNK):
@@ -978,8 +1067,19 @@ def _fetch_many(store: Any, keys: list[bytes]) -> dict[bytes, Any]:
             except OSError:  # deleted meanwhile (by an eviction in another process)
                 continue
             rowids.append(rowid)
-        if update is not None and rowids:
-            store._sql(f"UPDATE Cache SET {update.format(now=now)}"
-                       f" WHERE rowid IN ({','.join('?' * len(rowids))})", rowids)
+        _mark_used(store, "rowid", rowids)
     return found
+
+
+def _mark_used(store: Any, column: str, values: list[Any]) -> None:
+    """The eviction policy's bookkeeping of a read (``access_time`` for LRU) for the rows
+    whose ``column`` is in ``values``. Call it inside ``store.transact()``."""
+    update = diskcache.core.EVICTION_POLICY[store.eviction_policy]["get"]
+    if update is None:
+        return
+    now = time.time()
+    for start in range(0, len(values), _FETCH_CHUNK):
+        chunk = values[start:start + _FETCH_CHUNK]
+        store._sql(f"UPDATE Cache SET {update.format(now=now)}"
+                   f" WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
 

@@ -16,11 +16,11 @@ A message the chain leaves as it was (the common case: no PGP, no large image) i
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from ..cache import IndexEntry, MailboxCache, UserCache
+from ..cache.memory import MemoryLRU
 from ..cache.store import mailbox_key
 from ..mime.render import structure_blob
 from .api import FilterContext
@@ -36,36 +36,9 @@ def variant_mailbox(name: bytes, identity: str) -> bytes:
     return mailbox_key(name) + b"\0filtered:" + identity.encode("ascii")
 
 
-class MemoryVariants:
+class MemoryVariants(MemoryLRU[MemoryKey]):
     """Filtered bytes (and their structure) that must never reach the disk, least recently
     used dropped first beyond ``max_bytes``."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._items: OrderedDict[MemoryKey, tuple[bytes, bytes]] = OrderedDict()
-
-    def get(self, key: MemoryKey) -> tuple[bytes, bytes] | None:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: MemoryKey, data: bytes, structure: bytes) -> None:
-        cost = len(data) + len(structure)
-        if cost > self.max_bytes // 4:
-            return
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.size -= len(old[0]) + len(old[1])
-        self._items[key] = (data, structure)
-        self.size += cost
-        while self.size > self.max_bytes:
-            _, (d, s) = self._items.popitem(last=False)
-            self.size -= len(d) + len(s)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class FilteredContent:

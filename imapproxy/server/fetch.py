@@ -52,7 +52,7 @@ WINDOW_MESSAGES = 256  # messages answered per round of body fetching
 WINDOW_BYTES = 16 * 1024 * 1024  # and at most this many message bytes held at once
 STREAM_THRESHOLD = 1024 * 1024  # cached messages this big are streamed from the cache file
 STREAM_CHUNK = 256 * 1024
-WRITE_BATCH = 256 * 1024  # FETCH responses joined into one write up to about this size
+
 STREAMED = b"\0streamed\0"  # placeholder for the streamed value inside a response head
 SEEN = "\\SEEN"
 
@@ -151,8 +151,12 @@ class ContentFetch:
             return False
         sizes: dict[int, int] = {}
         if self.cache is not None and resolved:
-            index = await self.cache.aindex([uid for _, uid in resolved], structure=False)
-            sizes = {uid: entry.size or 0 for uid, entry in index.items()}
+            uids = [uid for _, uid in resolved]
+            sizes = {uid: len(data) for uid, data in self.cache.in_memory(uids, count=False).items()}
+            rest = [uid for uid in uids if uid not in sizes]
+            if rest:
+                index = await self.cache.aindex(rest, structure=False)
+                sizes.update((uid, entry.size or 0) for uid, entry in index.items())
         rows = [Row(seq, uid, {}, sizes.get(uid, 0)) for seq, uid in resolved]
         for window in _windows(rows):
             await self._answer(window, request, False, command.uid)
@@ -239,26 +243,16 @@ class ContentFetch:
                 await self._mark_seen([r for r in rows if r.uid in bodies or r.uid in streams])
             whole = all(_whole_message(i) for i in request.items)
             structures = {} if whole else await self._structures(bodies)
-            # Responses go out in batches: one socket write for many small messages.
-            batch: list[bytes] = []
-            batched = 0
-            for row in rows:
+            for row in rows:  # the session gathers the lines into few socket writes
                 stream = streams.get(row.uid)
                 if stream is not None:
-                    self._flush(batch)
-                    batched = 0
                     await self._stream_response(row, request.items, stream, by_uid)
                     continue
                 raw = bodies.get(row.uid)
                 if raw is None:
                     continue  # expunged meanwhile: the upstream had no body to give
                 render = _Renderer(raw, structures.get(row.uid, b""), self.render_hook)
-                batch.append(_fetch_response(row, request.items, render, by_uid))
-                batched += len(batch[-1])
-                if batched >= WRITE_BATCH:
-                    self._flush(batch)
-                    batched = 0
-            self._flush(batch)
+                self.write(_fetch_response(row, request.items, render, by_uid))
             await self.drain()
         finally:
             for stream in streams.values():
@@ -290,11 +284,6 @@ class ContentFetch:
                 if stream is not None:
                     out[uid] = stream
         return out
-
-    def _flush(self, batch: list[bytes]) -> None:
-        if batch:
-            self.write(b"".join(batch))
-            batch.clear()
 
     async def _learn_sizes(self, rows: list[Row], bodies: dict[int, bytes]) -> None:
         """Sizes of rows that had none (answered without the upstream: not cached then)."""
@@ -420,8 +409,11 @@ class ContentFetch:
             return await self.filtered.structures(bodies)
         known: dict[int, bytes] = {}
         if self.cache is not None and bodies:
-            index = await self.cache.aindex(list(bodies))
-            known = {uid: e.structure for uid, e in index.items() if e.structure}
+            known = self.cache.structures_in_memory(bodies)
+            rest = [uid for uid in bodies if uid not in known]
+            if rest:
+                index = await self.cache.aindex(rest)
+                known.update((uid, e.structure) for uid, e in index.items() if e.structure)
         for uid, raw in bodies.items():
             if uid not in known:
                 known[uid] = structure_blob(raw)

@@ -251,7 +251,7 @@ class SessionHooks:
         s = self.session
         assert s.upstream is not None and s.mailbox is not None
         engine = ContentFetch(s.upstream, s.mailbox_cache, s.mailbox, s.relay, s.write,
-                              s.writer.drain, filtered=await self.content())
+                              s.drain, filtered=await self.content())
         keys = list(dict.fromkeys(content_keys(command.args)))
         matched: dict[ContentKey, list[int]] = {key: [] for key in keys}
         for window in _size_windows(await self._all_sizes()):

@@ -44,7 +44,7 @@ async def shared_idle(session: Session, command: Command, registry: SharedIdle,
     client: ClientEvent = asyncio.ensure_future(
         session.next_event(session.config.limits.idle_timeout))
     session.write(b"+ idling\r\n")
-    await session.writer.drain()
+    await session.drain()
     follower = _Follower(session, member, registry)
     answered = False
     try:
@@ -130,7 +130,7 @@ class _Follower:
             now = await self.registry.reading(
                 self.member, lambda: read_elsewhere(session, self.style))
             self.told = tell(session, self.told, now, self.style)
-        await session.writer.drain()
+        await session.drain()
 
     async def take_connection(self) -> bool:
         """Released: get a connection again, the client told what it has not been told.
@@ -139,7 +139,7 @@ class _Follower:
             return False
         told, self.told = self.told, None
         await take_again(self.session, told, self.style)
-        await self.session.writer.drain()
+        await self.session.drain()
         return True
 
 
@@ -162,7 +162,7 @@ async def _lead(session: Session, upstream: UpstreamConnection, command: Command
             registry.announce(member)
 
     if "IDLE" not in upstream.capabilities:
-        await poll_for_news(upstream, relay, session.writer.drain, client,
+        await poll_for_news(upstream, relay, session.drain, client,
                             settings.idle_poll_interval)
         return False
     while True:
@@ -218,7 +218,7 @@ async def _idle_round(session: Session, upstream: UpstreamConnection, command: C
                     return _Round.ENDED if client.done() else _Round.RENEW
                 if not isinstance(response, Continuation):
                     relay(item)
-                    await session.writer.drain()
+                    await session.drain()
                 next_response = asyncio.ensure_future(responses.__anext__())
             if (client.done() or renew.done()) and not done_sent:
                 upstream.send_line(b"DONE")

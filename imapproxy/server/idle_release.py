@@ -37,7 +37,7 @@ async def give_back(session: Session, style: NewsStyle) -> MailboxState:
     assert upstream is not None and session.mailbox is not None
     told = await read_state(upstream, session.mailbox.uidvalidity,
                             wants_modseq(upstream, style), session.relay)
-    await session.writer.drain()
+    await session.drain()
     session.upstream = None
     await session.pool.release(upstream, reusable=session.reusable, selected=True)
     log.debug("idle follower released its upstream connection user=%s", session.user)

@@ -64,6 +64,9 @@ from .reconnect import Credentials, run_with_retry
 
 log = logging.getLogger(__name__)
 
+# Output is gathered and handed to the transport once per answer, or per this many bytes.
+OUTPUT_BATCH = 256 * 1024
+
 
 class State(Enum):
     NOT_AUTHENTICATED = "not authenticated"
@@ -152,6 +155,8 @@ class Session:
         self._answering: tuple[bytes, str] | None = None  # (b"tag ", command) for metrics
         self._closing = False
         self.hooks = SessionHooks(self, filtering)  # filter chain, fixups, quirks
+        self._out: list[bytes] = []  # written, not yet handed to the transport (flush)
+        self._out_size = 0
 
     def _new_framer(self) -> Framer:
         limits = self.config.limits
@@ -172,7 +177,7 @@ class Session:
                 if event is None:
                     break
                 await self.handle_event(event)
-                await self.writer.drain()
+                await self.drain()
         except SessionEnded as exc:
             self._try_write(error_answer(None, exc))
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -191,6 +196,7 @@ class Session:
         if self.busy and not force:
             return
         self._say_bye()
+        self._try_write(b"")
         self.writer.close()
         if force and self.upstream is not None:
             self.upstream.close()
@@ -211,6 +217,7 @@ class Session:
             upstream, self.upstream = self.upstream, None
             await self.pool.release(upstream, reusable=self.reusable,
                                     selected=self.state is State.SELECTED)
+        self._try_write(b"")
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
@@ -236,6 +243,7 @@ class Session:
             self.framer.receive_data(data)
 
     async def _read(self, timeout: float) -> bytes:
+        self.flush()  # whatever waits for the client's answer (a "+", IDLE news) goes first
         read = asyncio.ensure_future(self.reader.read(65536))
         waits: set[asyncio.Future[Any]] = {read}
         lost: asyncio.Future[None] | None = None
@@ -395,7 +403,7 @@ class Session:
         if self.tls_context is None or self.tls_active:
             raise BadCommand("STARTTLS not available")
         self.write(status_line(command.tag, "OK", "Begin TLS negotiation now."))
-        await self.writer.drain()
+        await self.drain()
         # Anything the client pipelined after STARTTLS in plaintext is dropped (RFC 3501 6.2.1)
         self.framer = self._new_framer()
         await self.writer.start_tls(self.tls_context)
@@ -418,7 +426,7 @@ class Session:
             response = string_value(command.args[1])
         else:
             self.write(b"+ \r\n")
-            await self.writer.drain()
+            await self.drain()
             event = await self.next_event()
             if not isinstance(event, Frame):
                 raise SessionEnded("Authentication aborted") if event is None \
@@ -530,7 +538,7 @@ class Session:
                         return
                     else:
                         self.relay(item)
-                    await self.writer.drain()
+                    await self.drain()
                     next_response = asyncio.ensure_future(responses.__anext__())
                 if client is not None and client.done():
                     event = client.result()
@@ -613,7 +621,7 @@ class Session:
             return
         upstream = self._upstream()
         engine = ContentFetch(upstream, self.mailbox_cache, self.mailbox, self.relay,
-                              self.hooks.fetch_writer(self.write), self.writer.drain,
+                              self.hooks.fetch_writer(self.write), self.drain,
                               self.config.upstream.prefetch_count,
                               await self.hooks.content(), self.hooks.render_hook)
         engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
@@ -631,7 +639,7 @@ class Session:
         self._prefetched -= hits
         if engine.next_prefetch is not None:
             ahead = ContentFetch(upstream, self.mailbox_cache, self.mailbox, upstream.carry,
-                                 self.write, self.writer.drain, filtered=engine.filtered)
+                                 self.write, self.drain, filtered=engine.filtered)
             self._ahead = ahead
             self._prefetch = asyncio.ensure_future(ahead.prefetch(*engine.next_prefetch))
 
@@ -664,7 +672,7 @@ class Session:
             else:
                 self.relay(item)
                 if self.writer.transport.get_write_buffer_size() > 1 << 20:
-                    await self.writer.drain()
+                    await self.drain()
         if final is not None:
             self._track_state(command, final)
         return final
@@ -706,7 +714,28 @@ class Session:
         self.bytes_out += len(data)
         if self._answering is not None and data.startswith(self._answering[0]):
             self._count_answer(data)
-        self.writer.write(data)
+        if len(data) >= OUTPUT_BATCH:
+            self.flush()
+            self.writer.write(data)
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= OUTPUT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what was written to the transport: one send for a whole answer, not one per
+        line (a send costs tens of microseconds; a SELECT answer is a dozen lines)."""
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        """Flush, then wait until the transport's buffer is low (the client reads)."""
+        self.flush()
+        await self.writer.drain()
 
     def _count_answer(self, line: bytes) -> None:
         """The tagged answer of the command being run: counted by name and status."""
@@ -731,7 +760,9 @@ class Session:
     def _try_write(self, data: bytes) -> None:
         try:
             if not self.writer.is_closing():
-                self.writer.write(data)
+                self.flush()
+                if data:
+                    self.writer.write(data)
         except (ConnectionError, RuntimeError):
             pass
 

@@ -22,11 +22,14 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_cache(cache_dir: Path) -> Iterator[CacheFactory]:
-    """``make_cache(max_size=...)``: a MessageCache on ``cache_dir`` (closed at the end)."""
+    """``make_cache(max_size=...)``: a MessageCache on ``cache_dir`` (closed at the end).
+    Without the hot tier unless ``hot_size`` is given: these tests are about the disk."""
     made: list[MessageCache] = []
 
-    def make(max_size: int = 1 << 30, directory: Path | None = None) -> MessageCache:
-        cache = MessageCache(directory or cache_dir, CacheConfig(max_size=max_size))
+    def make(max_size: int = 1 << 30, directory: Path | None = None,
+             hot_size: int = 0) -> MessageCache:
+        cache = MessageCache(directory or cache_dir,
+                             CacheConfig(max_size=max_size, hot_size=hot_size))
         made.append(cache)
         return cache
 
