@@ -53,19 +53,25 @@ _QUOTED_SAFE = frozenset(range(0x20, 0x100)) - {0x22, 0x5C, 0x7F}
 # quantifiers keep failures linear. An atom is a run of atom chars and ``[...]`` sections (which
 # may hold spaces, lists and quoted strings with any escaped byte, as bracket_end reads them);
 # it never starts with ``~{``, which always begins a binary literal, and an unclosed ``[``
-# fails it.
-_ATOM_RUN = rb'[^ ()"{\r\n\x00-\x1f\x7f\[]++'
+# fails it. Plain atoms separated by single spaces (``UID 4711 RFC822.SIZE 23456``, SEARCH
+# results) are taken in one match and split; the run gives back its last atom if a ``[`` follows.
+_PLAIN = rb'(?!~\{)[^ ()"{\r\n\x00-\x1f\x7f\[]++'
 _SECTION = rb'\[(?:[^\]"\r\n]++|"(?:[^"\\\r\n]++|\\[\x00-\xff])*+")*+\]'
 _TOKEN = re.compile(
     rb' *+(?:'
-    rb'((?!~\{)(?:' + _ATOM_RUN + rb'|' + _SECTION + rb')++)(?!\[)'  # 1 atom; [ unclosed
-    rb'|(\()'  # 2
-    rb'|(\))'  # 3
-    rb'|"((?:[^"\\\r\n\x00]++|\\["\\])*+)"'  # 4 quoted, still escaped
-    rb'|((~?)\{([0-9]{1,21}+)(\+?)\}\r?\n)'  # 5 literal announcement: 6 ~, 7 size, 8 +
-    rb'|(\r?\n|\Z)'  # 9 end of line
+    rb'(' + _PLAIN + rb'(?: ' + _PLAIN + rb')*)(?!\[)'  # 1 plain atoms
+    rb'|((?!~\{)(?:[^ ()"{\r\n\x00-\x1f\x7f\[]++|' + _SECTION + rb')++)(?!\[)'  # 2 atom
+    rb'|(\()'  # 3
+    rb'|(\))'  # 4
+    rb'|"((?:[^"\\\r\n\x00]++|\\["\\])*+)"'  # 5 quoted, still escaped
+    rb'|((~?)\{([0-9]{1,21}+)(\+?)\}\r?\n)'  # 6 literal announcement: 7 ~, 8 size, 9 +
+    rb'|(\r?\n|\Z)'  # 10 end of line
     rb')')
-_ATOM, _OPEN, _CLOSE, _QUOTED, _LITERAL = 1, 2, 3, 4, 5
+_PLAINS, _ATOM, _OPEN, _CLOSE, _QUOTED, _LITERAL, _EOL = 1, 2, 3, 4, 5, 6, 10
+# Atoms are immutable, and names (UID, FLAGS, \Seen, NIL...) repeat on every line: building
+# the frozen dataclass costs more than the regex match, so non-numeric ones are shared.
+_ATOM_CACHE: dict[bytes, Atom] = {}
+_ATOM_CACHE_SIZE = 4096
 _UNESCAPE = re.compile(rb'\\(["\\])')
 
 
@@ -114,7 +120,7 @@ class TokenReader:
         """Tokens (nested lists on an explicit stack, at most ``max_depth`` deep) up to the end
         of the line, then the line's end must be the frame's; or, if ``single``, one token."""
         data, pos, max_depth = self.data, self.pos, self.max_depth
-        match = _TOKEN.match
+        match, atoms = _TOKEN.match, _ATOM_CACHE
         items: list[Token] = []
         stack: list[list[Token]] = []
         while True:
@@ -124,8 +130,22 @@ class TokenReader:
                 raise self.error("unexpected character")
             kind = m.lastindex
             pos = m.end()
-            if kind == _ATOM:
-                items.append(Atom(m.group(1).decode("latin-1")))
+            if kind == _PLAINS:
+                run = m.group(1).split(b" ")
+                if single and not stack:  # one token asked for: give back the rest of the run
+                    del run[1:]
+                    pos = m.start(1) + len(run[0])
+                for raw in run:
+                    atom = atoms.get(raw)
+                    if atom is None:
+                        atom = Atom(raw.decode("latin-1"))
+                        if not 0x30 <= raw[0] <= 0x39:
+                            if len(atoms) >= _ATOM_CACHE_SIZE:
+                                atoms.clear()
+                            atoms[raw] = atom
+                    items.append(atom)
+            elif kind == _ATOM:
+                items.append(Atom(m.group(2).decode("latin-1")))
             elif kind == _OPEN:
                 if len(stack) >= max_depth:
                     self.pos = pos - 1
@@ -141,22 +161,22 @@ class TokenReader:
                 items = stack.pop()
                 items.append(done)
             elif kind == _QUOTED:
-                value = m.group(4)
+                value = m.group(5)
                 items.append(Quoted(_UNESCAPE.sub(rb"\1", value) if b"\\" in value else value))
             elif kind == _LITERAL:
-                size_digits = m.group(7)
-                nonsync = bool(m.group(8))
+                size_digits = m.group(8)
+                nonsync = bool(m.group(9))
                 if len(size_digits) + nonsync > 21:
-                    self.pos = m.start(5)
+                    self.pos = m.start(6)
                     raise self.error("bad literal")
                 end = pos + int(size_digits)
                 if end > len(data):
-                    self.pos = m.start(5)
+                    self.pos = m.start(6)
                     raise self.error("literal shorter than announced")
-                items.append(Literal(data[pos:end], binary=bool(m.group(6)), nonsync=nonsync))
+                items.append(Literal(data[pos:end], binary=bool(m.group(7)), nonsync=nonsync))
                 pos = end
             else:  # end of line
-                self.pos = m.start(9)
+                self.pos = m.start(10)
                 if stack:
                     raise self.error("unterminated list")
                 if single:
