@@ -104,12 +104,15 @@ async def load(port: int, users: list[str], count: int, seconds: float, max_sess
                seed: int, think: float = 0.0) -> Tally:
     """Every simulated user loops over sessions until ``seconds`` or ``max_sessions``,
     pausing ``think`` seconds on average (0.5-1.5x, at random) between two: the time a person
-    spends on a page. With think 0 the users are a closed loop that saturates the machine."""
+    spends on a page; their first sessions start spread over ``think`` seconds too. With think
+    0 the users are a closed loop that saturates the machine."""
     tally = Tally()
     deadline = time.perf_counter() + seconds
 
     async def user_loop(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
+        if think > 0:  # people arrive at random, not all in the same millisecond
+            await asyncio.sleep(rng.uniform(0, think))
         for _ in range(max_sessions):
             if time.perf_counter() >= deadline:
                 return

@@ -69,6 +69,7 @@ class UpstreamConfig:
     connect_timeout: float = 30.0
     command_timeout: float = 300.0  # like imapc_cmd_timeout
     prefetch_count: int = 32  # bodies fetched ahead of a client (0 = off), like mail_prefetch_count
+    select_state_count: int = 64  # newest messages' state read with SELECT (0 = off)
     rate_limit: float = 0.0  # upstream commands per second over all sessions (0 = no limit)
     max_concurrent_commands: int = 0  # upstream commands in flight over all sessions (0 = any)
     quirks: tuple[str, ...] = ()  # server fixups (imapproxy/filtering/names.py)
@@ -287,7 +288,7 @@ class Overrides:
 _TOP_KEYS = ("log_level", "log_format", "upstream", "listener", "cache", "limits", "filters",
              "filter_rule", "metrics", "admin", "auth_penalty", "server")
 _UPSTREAM_KEYS = ("url", "ca_file", "insecure_skip_verify", "connect_timeout", "command_timeout",
-                  "prefetch_count", "rate_limit", "max_concurrent_commands", "quirks",
+                  "prefetch_count", "select_state_count", "rate_limit", "max_concurrent_commands", "quirks",
                   *(f.name for f in dataclasses.fields(UpstreamPoolConfig)))
 _LISTENER_KEYS = ("bind", "tls", "cert_file", "key_file", "allow_plaintext_auth", "filters",
                   "fixups", *hardening.LISTENER_KEYS)
@@ -650,6 +651,7 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
     connect_timeout = table.seconds("connect_timeout")
     command_timeout = table.seconds("command_timeout")
     prefetch = table.non_negative("prefetch_count", int)
+    select_state = table.non_negative("select_state_count", int)
     rate = table.non_negative("rate_limit", float)
     concurrent = table.non_negative("max_concurrent_commands", int)
     return UpstreamConfig(
@@ -662,6 +664,8 @@ def _load_upstream(root: _Table, overrides: Overrides) -> UpstreamConfig:
         connect_timeout=defaults.connect_timeout if connect_timeout is None else connect_timeout,
         command_timeout=defaults.command_timeout if command_timeout is None else command_timeout,
         prefetch_count=defaults.prefetch_count if prefetch is None else int(prefetch),
+        select_state_count=(defaults.select_state_count if select_state is None
+                            else int(select_state)),
         rate_limit=defaults.rate_limit if rate is None else float(rate),
         max_concurrent_commands=(defaults.max_concurrent_commands if concurrent is None
                                  else int(concurrent)),

@@ -630,6 +630,8 @@ class UserCache:
         self._lock = threading.Lock()
         self._holder: list[_UserFiles] = []  # [] or [the open files]
         self.inflight = InFlight()  # bodies being fetched by this user's sessions
+        # Mailbox key -> its message count at the last SELECT (upstream select_state_count).
+        self.last_exists: dict[bytes, int] = {}
         weakref.finalize(self, _close_holder, self._holder)
 
     def __repr__(self) -> str:

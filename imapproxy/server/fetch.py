@@ -40,6 +40,7 @@ from ..protocol.sets import batches, uid_set
 from ..protocol.tokens import Atom, Literal, ParenList, Quoted, Token, serialize_tokens
 from ..upstream.connection import Received, UpstreamConnection
 from .mailbox import (
+    FreshState,
     SelectedMailbox,
     all_uids_command,
     changes_messages,
@@ -98,7 +99,9 @@ class ContentFetch:
         self.render_hook = render_hook  # client fixups that adjust one rendered item
         self.uid_by_sequence = False  # quirk fetch-without-uid: a FETCH without UID is named
 
-    async def run(self, command: Command, request: FetchRequest) -> StatusResponse:
+    async def run(self, command: Command, request: FetchRequest) -> StatusResponse | None:
+        """Answer the FETCH; the upstream's tagged status, or None when the state read with
+        the SELECT answered it (mailbox.py FreshState) and no upstream command ran."""
         sets_seen = not self.mailbox.read_only and any(i.sets_seen for i in request.items)
         state_names = ["UID", "RFC822.SIZE"]
         for item in request.items:
@@ -112,14 +115,33 @@ class ContentFetch:
             args += (ParenList(request.modifiers),)
         if self.uid_by_sequence and not self.mailbox.uids_complete:
             await self.learn_uids()
-        rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
-                                             frozenset(state_names))
-        if final.status != "OK":
-            return final
+        fresh, self.mailbox.fresh = self.mailbox.fresh, None
+        rows = None
+        if fresh is not None and not sets_seen and not request.modifiers:
+            rows = self._fresh_rows(fresh, command, frozenset(state_names))
+        final = None
+        if rows is None:
+            rows, final = await self._state_rows(Command("", "FETCH", args, command.uid),
+                                                 frozenset(state_names))
+            if final.status != "OK":
+                return final
         for window in _windows(rows):
             await self._answer(window, request, sets_seen, command.uid)
         self.next_prefetch = self._prefetch_range(rows)
         return final
+
+    def _fresh_rows(self, fresh: FreshState, command: Command, asked: frozenset[str]
+                    ) -> list[Row] | None:
+        first = command.args[0]
+        pairs = self.mailbox.resolve(first.value, command.uid) \
+            if isinstance(first, Atom) else None
+        taken = fresh.take(pairs, asked) if pairs else None
+        if taken is None:
+            return None
+        return [Row(seq, uid, {k: v for k, v in items.items()  # as _state_rows leaves them
+                               if k in asked and k not in ("UID", "RFC822.SIZE")},
+                    number_value(items.get("RFC822.SIZE")) or 0)
+                for seq, uid, items in taken]
 
     async def _state_rows(self, command: Command, asked: frozenset[str]
                           ) -> tuple[list[Row], StatusResponse]:

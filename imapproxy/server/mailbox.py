@@ -9,6 +9,7 @@ its answer is mailbox state the upstream could have changed without telling this
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +33,7 @@ class SelectedMailbox:
     # UIDs of messages 1..len(uids), in order (sequence order is UID order). Complete when
     # its length is ``exists``; new messages (EXISTS) are unknown until a FETCH names them.
     uids: list[int] = field(default_factory=list)
+    fresh: FreshState | None = None  # read with the SELECT; for the FETCH right after it
 
     @property
     def uids_complete(self) -> bool:
@@ -118,6 +120,48 @@ class SelectedMailbox:
         if numbers is None or not numbers or max(numbers) > self.exists or 0 in numbers:
             return None  # out of range: the upstream's error is the right answer
         return [(seq, self.uids[seq - 1]) for seq in sorted(numbers)]
+
+
+FRESH_SECONDS = 1.0  # how long state read with a SELECT may answer a FETCH
+
+
+@dataclass
+class FreshState:
+    """The upstream's answer to the FETCH pipelined behind a SELECT (select_state_count):
+    sequence number -> (UID, state items). It answers the client's next FETCH if that comes
+    within FRESH_SECONDS and asks nothing else; any other command drops it (session.py)."""
+
+    names: frozenset[str]  # the items each row has
+    rows: dict[int, tuple[int, dict[str, Token]]] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+
+    def take(self, pairs: list[tuple[int, int]], names: frozenset[str]
+             ) -> list[tuple[int, int, dict[str, Token]]] | None:
+        """(seq, UID, items) of every (seq, UID) asked, or None when one is not known (or
+        not under that UID), an item was not read, or the state is too old."""
+        if not names <= self.names or time.monotonic() - self.at > FRESH_SECONDS:
+            return None
+        out = []
+        for seq, uid in pairs:
+            row = self.rows.get(seq)
+            if row is None or row[0] != uid:
+                return None
+            out.append((seq, uid, dict(row[1])))
+        return out
+
+
+def select_state_command(last_exists: int | None, count: int) -> Command | None:
+    """``FETCH n:* (UID FLAGS RFC822.SIZE INTERNALDATE)`` for the newest ``count`` messages
+    of a mailbox that had ``last_exists`` last time (``n:*`` is valid whatever the count is
+    now: beyond it, it names the last message)."""
+    if not count or not last_exists:
+        return None
+    first = max(1, last_exists - count + 1)
+    items = ParenList(tuple(Atom(name) for name in SELECT_STATE))
+    return Command("", "FETCH", (Atom(f"{first}:*"), items))
+
+
+SELECT_STATE = ("UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE")
 
 
 class HasCapabilities(Protocol):

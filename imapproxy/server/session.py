@@ -42,7 +42,9 @@ from ..protocol.response import (
     Continuation,
     DataResponse,
     StatusResponse,
+    fetch_attributes,
     is_final,
+    number_value,
     serialize_response,
 )
 from ..protocol.tokens import Atom, ParenList, Token, is_nil, string_value
@@ -59,7 +61,15 @@ from .fetch import ContentFetch
 from .filter_hooks import Filtering, SessionHooks
 from .guard import Guard, client_ip
 from .idle import shared_idle
-from .mailbox import SelectedMailbox, all_uids_command, changes_messages, uids_from_search
+from .mailbox import (
+    SELECT_STATE,
+    FreshState,
+    SelectedMailbox,
+    all_uids_command,
+    changes_messages,
+    select_state_command,
+    uids_from_search,
+)
 from .reconnect import Credentials, run_with_retry
 
 log = logging.getLogger(__name__)
@@ -320,6 +330,8 @@ class Session:
         if leaves_state_behind(command):
             self.reusable = False
         self.busy = command.name != "IDLE"
+        if self.mailbox is not None and command.name != "FETCH":
+            self.mailbox.fresh = None  # state read with the SELECT answers only a FETCH next
         try:
             await self._settle_prefetch()
             command = await self.hooks.rewrite(command)
@@ -579,33 +591,56 @@ class Session:
                               read_only=command.name == "EXAMINE")
         self.mailbox = self.mailbox_cache = None
         self._prefetched.clear()  # UIDs of another mailbox
+        # Pipelined behind the SELECT, in its round trip: every UID (so content FETCHes need
+        # no upstream), and the newest messages' state (mailbox.py FreshState).
         search = (all_uids_command(upstream) if self.user_cache is not None
                   and "ESEARCH" in upstream.capabilities else None)
-        final: StatusResponse | None = None
+        state = select_state_command(
+            self.user_cache.last_exists.get(box.name) if self.user_cache is not None else None,
+            self.config.upstream.select_state_count)
+        follow = [c for c in (search, state) if c is not None]
+        fresh = FreshState(frozenset(SELECT_STATE)) if state is not None else None
         found: list[int] | None = None
         changed = False
-        async for item in upstream.execute(command, then=search):
+        answering = True  # the SELECT's own answer (it ends before the follow-ups start)
+        async for item in upstream.execute(command, then=follow):
             response = item.response
-            if final is None:  # the SELECT's own responses
+            if answering:
                 box.observe(response)
                 if is_final(response):
-                    final = response
+                    answering = False
                     self.relay(item, command.tag)
-                    self._track_state(command, final)
-                    if final.status == "OK":
+                    self._track_state(command, response)
+                    if response.status == "OK":
                         self.mailbox = box
                 else:
                     self.relay(item)
-            elif isinstance(response, DataResponse) and response.name in ("SEARCH", "ESEARCH"):
+                continue
+            # The follow-ups may be answered in any order: told apart by what they answer.
+            items = fetch_attributes(response)
+            if is_final(response):
+                continue
+            if search is not None and isinstance(response, DataResponse) \
+                    and response.name in ("SEARCH", "ESEARCH"):
                 found = uids_from_search(response)
-            elif not is_final(response):  # news after the SELECT: the client's, the box follows
+            elif fresh is not None and items is not None and fresh.names <= items.keys() \
+                    and isinstance(response, DataResponse) and response.number \
+                    and (uid := number_value(items.pop("UID"))):
+                fresh.rows[response.number] = (uid, items)
+            else:  # news after the SELECT: the client's, the box follows
                 changed |= changes_messages(response)
                 self.relay(item)
         if self.mailbox is None:
             return
         if found is not None and not changed:
             box.adopt_uids(found)
+        if fresh is not None and not changed and fresh.rows:
+            for seq, (uid, _) in sorted(fresh.rows.items()):
+                box.learn(seq, uid)
+            box.fresh = fresh
         if self.user_cache is not None and box.uidvalidity is not None:
+            if box.exists is not None:
+                self.user_cache.last_exists[box.name] = box.exists
             self.mailbox_cache = await self.user_cache.amailbox(box.name, box.uidvalidity)
 
     async def cmd_fetch(self, command: Command) -> None:
@@ -630,8 +665,10 @@ class Session:
             # Worded as Dovecot words it, with the proxy's own time.
             took = time.monotonic() - started
             self.write(status_line(command.tag, "OK", f"Fetch completed ({took:.3f} + 0.000 secs)."))
+        elif (final := await engine.run(command, request)) is None:  # state read with SELECT
+            took = time.monotonic() - started
+            self.write(status_line(command.tag, "OK", f"Fetch completed ({took:.3f} + 0.000 secs)."))
         else:
-            final = await engine.run(command, request)
             self.write(serialize_response(replace(final, tag=command.tag)))
         hits = engine.from_cache & self._prefetched
         if hits and self.metrics is not None:

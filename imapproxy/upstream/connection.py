@@ -16,7 +16,7 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -282,7 +282,7 @@ class UpstreamConnection:
         return final
 
     async def execute(self, command: Command, *, timeout: float | None = -1.0,
-                      limited: bool = True, then: Command | None = None
+                      limited: bool = True, then: Command | Sequence[Command] = ()
                       ) -> AsyncIterator[Received]:
         """Send ``command`` under a fresh tag and yield every response up to its tagged one.
 
@@ -291,9 +291,11 @@ class UpstreamConnection:
         status. ``timeout`` (seconds without any response) defaults to the command timeout;
         None waits forever (IDLE). ``limited``: counts against the upstream's shared rate and
         concurrency limits (IDLE does not: it would hold a slot for half an hour).
-        ``then``: a second command sent right behind the first, in the same round trip
-        (pipelined; only when neither has a synchronising literal, else it is not sent). Its
-        responses follow the first's tagged one, and end with its own tagged one.
+        ``then``: more commands sent right behind the first, in the same round trip
+        (pipelined; only those before the first with a synchronising literal are sent). Their
+        responses follow the first's tagged one (when it changes state, as SELECT does; the
+        server may run the others at once and answer them in any order: Dovecot does), and
+        every tagged answer is yielded, the last one last.
         Raises UpstreamLost / UpstreamUnavailable.
         """
         if timeout == -1.0:
@@ -307,13 +309,15 @@ class UpstreamConnection:
                 await self.health.pause()
                 tags = [self._new_tag()]
                 chunks = command_chunks(self._adapt_literals(command.with_tag(tags[0])))
-                if then is not None and len(chunks) == 1:
-                    tags.append(self._new_tag())
-                    then_chunks = command_chunks(self._adapt_literals(then.with_tag(tags[1])))
-                    if len(then_chunks) == 1:
-                        chunks = [chunks[0] + then_chunks[0]]
-                    else:
-                        tags.pop()
+                for extra in [then] if isinstance(then, Command) else then:
+                    if len(chunks) > 1:
+                        break
+                    tag = self._new_tag()
+                    extra_chunks = command_chunks(self._adapt_literals(extra.with_tag(tag)))
+                    if len(extra_chunks) > 1:
+                        break
+                    tags.append(tag)
+                    chunks = [chunks[0] + extra_chunks[0]]
                 sent = time.monotonic()
                 self._write(chunks[0])
                 for chunk in chunks[1:]:
@@ -328,6 +332,7 @@ class UpstreamConnection:
                             return  # the literal was refused
                     self._write(chunk)
                 first = True
+                unanswered = set(tags)  # pipelined ones may be answered in any order
                 while True:
                     item = await self._receive(timeout)
                     if first:
@@ -335,10 +340,12 @@ class UpstreamConnection:
                         first = False
                     if _stale(item, tags):
                         continue
-                    if item.is_tagged(tags[-1]):
-                        if self.on_round_trip is not None:
-                            self.on_round_trip(command.name, time.monotonic() - sent)
-                        break
+                    if isinstance(item.response, StatusResponse):
+                        unanswered.discard(item.response.tag or "")
+                        if not unanswered:
+                            if self.on_round_trip is not None:
+                                self.on_round_trip(command.name, time.monotonic() - sent)
+                            break
                     yield item
                 if not _throttled(item.response):
                     break

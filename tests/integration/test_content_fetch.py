@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import imaplib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from imapproxy.protocol.response import DataResponse, parse_response
 from imapproxy.protocol.tokens import Atom, ParenList, serialize_tokens
 from imapproxy.server.fetch import ContentFetch
+from imapproxy.server.mailbox import FRESH_SECONDS
 from tests.conftest import make_account
 
 from .conftest import RawClient, RunningProxy, messages, seed_mailbox
@@ -274,6 +276,10 @@ def test_corrupt_cache_entries_are_refetched_never_served(seeded: Any, proxy: Ru
     cache = proxy.app.cache
     assert cache is not None
     before = cache.stats()
+    # The hot tier (memory) still holds verified copies: served, the damage not even read.
+    assert _fetch_all(proxy, raw_factory, seeded) == good
+    assert cache.stats().corrupt == before.corrupt
+    cache.hot.discard_where(lambda key: True)  # as if they had aged out of memory
     again = _fetch_all(proxy, raw_factory, seeded)
     assert again == good
     assert cache.stats().corrupt - before.corrupt == len(files)
@@ -357,3 +363,65 @@ def test_select_learns_every_uid_in_the_same_round_trip(seeded: Any, proxy: Runn
     assert session.mailbox.uids_complete and len(session.mailbox.uids) == COUNT
     # The client saw exactly what Dovecot says to SELECT (the UID SEARCH stayed internal).
     assert through.ok("SELECT INBOX") == direct.ok("SELECT INBOX")
+
+
+WEBMAIL_PAGE = "FETCH {first}:{last} (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])"
+
+
+def _second_visit(proxy: RunningProxy, seeded: Any, raw_factory: Any,
+                  select: str = "SELECT INBOX") -> tuple[RawClient, RawClient, int]:
+    """A session that read the mailbox (so the proxy knows its size and caches its bodies)
+    has logged out; a new one has just selected it, as webmail does per page view. Returns
+    (through the proxy, direct, upstream commands sent so far by the new session)."""
+    first, _ = twin_clients(proxy, seeded, raw_factory, "SELECT INBOX")
+    fetch_map(first, "FETCH 1:* (UID FLAGS BODY.PEEK[])")
+    first.ok("LOGOUT")
+    through, direct = twin_clients(proxy, seeded, raw_factory, select)
+    return through, direct, _upstream_commands(proxy)
+
+
+def test_state_read_with_select_answers_the_next_fetch(
+        seeded: Any, proxy: RunningProxy, raw_factory: Any) -> None:
+    """select_state_count: the newest messages' FLAGS/UID/RFC822.SIZE came with the SELECT,
+    so the webmail page FETCH right after it needs no upstream round trip, and answers what
+    Dovecot answers."""
+    through, direct, before = _second_visit(proxy, seeded, raw_factory)
+    ask = WEBMAIL_PAGE.format(first=COUNT - 49, last=COUNT)
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) == before
+    # Only the first FETCH after the SELECT: the next one asks the upstream again.
+    ask = "FETCH 1:3 (UID FLAGS BODY.PEEK[HEADER])"
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) > before
+
+
+@pytest.mark.parametrize("between", ["NOOP", "wait", "older"])
+def test_state_read_with_select_is_not_used_when_it_may_be_stale(
+        seeded: Any, proxy: RunningProxy, raw_factory: Any, between: str) -> None:
+    """Another client changes flags right after the SELECT. A command in between, more than
+    FRESH_SECONDS, or messages older than those read with the SELECT: the upstream is asked,
+    and the change shows."""
+    through, direct, _ = _second_visit(proxy, seeded, raw_factory)
+    other = raw_factory(seeded.host, seeded.port)
+    other.login(seeded.user, seeded.password)
+    other.ok("SELECT INBOX")
+    target = 3 if between == "older" else COUNT
+    other.ok(f"STORE {target} +FLAGS.SILENT ($Stale)")
+    if between == "NOOP":
+        through.ok("NOOP")
+    elif between == "wait":
+        time.sleep(FRESH_SECONDS + 0.2)
+    before = _upstream_commands(proxy)
+    ask = f"FETCH {target} (UID FLAGS BODY.PEEK[HEADER])"
+    got = fetch_map(through, ask)
+    assert b"$Stale" in got[target][b"FLAGS"]
+    assert got == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) > before
+
+
+def test_select_state_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> None:
+    proxy = proxy_factory(upstream={"select_state_count": 0})
+    through, direct, before = _second_visit(proxy, seeded, raw_factory)
+    ask = WEBMAIL_PAGE.format(first=COUNT - 4, last=COUNT)
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) > before
