@@ -227,7 +227,9 @@ def _ratios(direct: dict[str, Any], proxy: dict[str, Any]) -> dict[str, Any]:
         "p50 direct/proxy": ratio(direct["p50"], proxy["p50"]),
         "p99 direct/proxy (target >= 3)": ratio(direct["p99"], proxy["p99"]),
         "upstream logins direct/proxy (target >= 5)": ratio(
-            direct["upstream_logins_per_session"], proxy["upstream_logins_per_session"]),
+            direct["upstream_logins_per_session"], proxy["upstream_logins_per_session"])
+        or (f"no upstream login in {proxy['sessions']} sessions"
+            if proxy["upstream_logins_per_session"] == 0 else None),
         "upstream commands direct/proxy": ratio(
             direct["upstream_lines_per_session"], proxy["upstream_lines_per_session"]),
     }

@@ -85,6 +85,8 @@ class UpstreamPool:
                                       self.settings.breaker_cooldown)
         self._leases: dict[UpstreamConnection, _Lease] = {}
         self._parked: list[_Parked] = []  # oldest first
+        # user -> resets under way (release): a login waits for one rather than logging in
+        self._resetting: dict[str, set[asyncio.Future[None]]] = {}
         self._backoffs: dict[str, Backoff] = {}
         self._discarding: set[asyncio.Task[None]] = set()
         self._closed = False  # shutting down: nothing is parked any more
@@ -130,6 +132,12 @@ class UpstreamPool:
             self.on_event("refused")
             raise
         reused = self._unpark(key, digest)
+        while reused is None and self._resetting.get(key):
+            # A connection of this user is being readied for parking (one round trip):
+            # cheaper to wait for it than to connect and log in (three or more).
+            await asyncio.wait(set(self._resetting[key]), timeout=RESET_TIMEOUT,
+                               return_when=asyncio.FIRST_COMPLETED)
+            reused = self._unpark(key, digest)
         if reused is not None:
             self.reuses += 1
             self.on_event("reused")
@@ -208,17 +216,25 @@ class UpstreamPool:
         if lease is None:
             await conn.logout()
             return
+        user = lease.user
+        resetting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._resetting.setdefault(user, set()).add(resetting)
         try:
             if reusable and self.settings.reuse_idle_seconds > 0 and not self._closed \
                     and not self.slots.waiting and not conn.lost \
-                    and self._room_to_park(lease.user) \
+                    and self._room_to_park(user) \
                     and await _reset(conn, selected) and not self._closed \
-                    and self._room_to_park(lease.user):
+                    and self._room_to_park(user):
                 self._park(conn, lease)
                 lease = None
             else:
                 await conn.logout()
         finally:
+            resets = self._resetting.get(user, set())
+            resets.discard(resetting)
+            if not resets:
+                self._resetting.pop(user, None)
+            resetting.set_result(None)
             if lease is not None:
                 conn.close()
                 self.slots.give_back(lease.user)

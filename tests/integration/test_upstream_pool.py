@@ -127,6 +127,31 @@ def test_twenty_short_sessions_cost_one_upstream_login(
     assert proxy.app.pool.logins == 1 and proxy.app.pool.reuses == 19
 
 
+def test_a_login_waits_for_a_connection_being_readied_rather_than_logging_in(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    """The next session of a user arrives while the last one's connection is still being
+    reset (its UNSELECT held up here): it gets that connection, not a new login."""
+    proxy = relayed(proxy_factory, counting_relay, reuse_idle_seconds=30.0)
+    original = counting_relay._from_proxy
+
+    def slow_unselect(data: bytes, src: socket.socket) -> bytes | None:
+        if b" UNSELECT" in data:
+            time.sleep(0.5)
+        return original(data, src)
+
+    counting_relay._from_proxy = slow_unselect  # type: ignore[method-assign]
+    first = raw_factory(proxy.host, proxy.port)
+    first.login(account.user, account.password)
+    first.ok("SELECT INBOX")
+    first.ok("LOGOUT")
+    second = raw_factory(proxy.host, proxy.port)
+    second.login(account.user, account.password)  # while the UNSELECT is held up
+    second.ok("SELECT INBOX")
+    assert proxy.app.pool.logins == 1 and proxy.app.pool.reuses == 1
+    assert counting_relay.connections == 1
+
+
 def test_reused_connection_starts_unselected_and_sees_no_old_news(
         proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
         account: Any, inbox: list[bytes]) -> None:
