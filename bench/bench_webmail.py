@@ -138,9 +138,11 @@ def measure(port: int, relay: RelayProcess, users: list[str], count: int,
     relay.ask("RESET")
     cpu_before = proxy.cpu_seconds() if proxy is not None else 0.0
     started = time.perf_counter()
+    own_cpu = time.process_time()
     tally = asyncio.run(load(port, users, count, args.seconds, args.max_sessions, args.seed,
                              args.think_ms / 1000))
     elapsed = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu
     stats = relay.ask("STATS")
     done = len(tally.latencies)
     cpu = proxy.cpu_seconds() - cpu_before if proxy is not None else None
@@ -154,6 +156,8 @@ def measure(port: int, relay: RelayProcess, users: list[str], count: int,
         "upstream_lines_per_session": stats["lines_up"] / done if done else None,
         "upstream_bytes_down": stats["down"],
         "proxy_cpu_ms_per_session": cpu * 1000 / done if cpu is not None and done else None,
+        # The simulated users are one Python process too: near 1.0 it is the bottleneck.
+        "load_generator_cpu_share": own_cpu / elapsed if elapsed else None,
     }
 
 
@@ -214,6 +218,7 @@ def _say(name: str, m: dict[str, Any]) -> None:
           f"{lines if lines is None else round(lines, 2)} command lines")
     if m.get("proxy_cpu_ms_per_session") is not None:
         print(f"        proxy CPU {m['proxy_cpu_ms_per_session']:.1f} ms per session")
+    print(f"        load generator busy {m['load_generator_cpu_share']:.0%} of a core")
     for error in m["errors"]:
         print(f"        {error}")
 
