@@ -241,12 +241,14 @@ class IndexDB:
 
     # -------------------------------------------------------------------------- counters
 
-    def count(self, name: str, n: int = 1) -> None:
-        """Add to a counter; written out in batches (every 64 events or 10 s)."""
+    def count(self, name: str, n: int = 1, *, flush: bool = True) -> None:
+        """Add to a counter; written out in batches (every 64 events or 10 s), unless
+        ``flush`` is false (the caller is the event loop: a later count or flush writes)."""
         with self._lock:
             self._pending[name] += n
             self._pending_total += n
-            due = self._pending_total >= 64 or time.monotonic() - self._last_flush > 10
+            due = flush and (self._pending_total >= 64
+                             or time.monotonic() - self._last_flush > 10)
         if due:
             self.flush()
 

@@ -445,10 +445,12 @@ class MessageCache:
             if files is None:
                 continue
             with contextlib.suppress(*_STORE_ERRORS):
-                with files.store.transact():
-                    _mark_used(files.store, "key", [sqlite3.Binary(k) for k in keys])
+                if keys:
+                    with files.store.transact():
+                        _mark_used(files.store, "key", [sqlite3.Binary(k) for k in keys])
                 for box in boxes:
                     files.index.touch_mailbox(box)
+                files.index.flush()  # the hits counted on the event loop
 
     def _evict(self, target: int) -> int:
         self.flush_hot_reads()
@@ -632,6 +634,8 @@ class UserCache:
         self.inflight = InFlight()  # bodies being fetched by this user's sessions
         # Mailbox key -> its message count at the last SELECT (upstream select_state_count).
         self.last_exists: dict[bytes, int] = {}
+        # Mailbox key -> the UIDVALIDITY this process recorded for it (mailbox()).
+        self._recorded: dict[bytes, int] = {}
         weakref.finalize(self, _close_holder, self._holder)
 
     def __repr__(self) -> str:
@@ -646,6 +650,7 @@ class UserCache:
                     return self._holder[0]
                 # Purged by another process (imapproxy cache purge): start afresh.
                 self._holder.pop().close()
+                self._recorded.clear()
                 self.parent.hot.discard_where(lambda key: key[0] == self.id)
             private_dir(self.path)
             owner = _read_owner(self.path)
@@ -666,6 +671,7 @@ class UserCache:
     def close_files(self) -> None:
         with self._lock:
             files = self._holder.pop() if self._holder else None
+            self._recorded.clear()
         if files is not None:
             files.close()
 
@@ -683,6 +689,9 @@ class UserCache:
         if not 0 < uidvalidity < 2**32:
             raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
         key = mailbox_key(name)
+        if self._recorded.get(key) == uidvalidity:  # as this process left it
+            self.parent.note_hot_reads(self, key, ())  # its last use, for the index LRU
+            return MailboxCache(self, key, uidvalidity)
         try:
             files = self.open_files()
             old = files.index.select_mailbox(key, uidvalidity)
@@ -690,11 +699,16 @@ class UserCache:
                 dropped = files.store.evict(key)
                 log.info("UIDVALIDITY of a mailbox changed (%d -> %d): dropped %d cached "
                          "messages", old, uidvalidity, dropped)
+            self._recorded[key] = uidvalidity
         except _STORE_ERRORS:
             log.warning("cache: cannot record UIDVALIDITY", exc_info=True)
         return MailboxCache(self, key, uidvalidity)
 
     async def amailbox(self, name: str | bytes, uidvalidity: int) -> MailboxCache:
+        """:meth:`mailbox`; with no thread-pool trip when this process recorded the same
+        UIDVALIDITY before (one cache per process and directory: nobody else changes it)."""
+        if self._recorded.get(mailbox_key(name)) == uidvalidity and 0 < uidvalidity < 2**32:
+            return self.mailbox(name, uidvalidity)
         return await self.parent.run(self.mailbox, name, uidvalidity)
 
     def mailboxes(self) -> dict[bytes, int]:
@@ -704,11 +718,11 @@ class UserCache:
         except _STORE_ERRORS:
             return {}
 
-    def _count(self, name: str, n: int = 1) -> None:
+    def _count(self, name: str, n: int = 1, *, flush: bool = True) -> None:
         files = self.files_if_open()
         if files is not None:
             with contextlib.suppress(*_STORE_ERRORS):
-                files.index.count(name, n)
+                files.index.count(name, n, flush=flush)
 
     def _after_write(self, files: _UserFiles) -> None:
         try:
@@ -812,7 +826,7 @@ class MailboxCache:
         keys = {(self.user.id, self._key(uid)): uid for uid in uids}
         hits = self.user.parent.hot.get_many(keys)
         if hits and count:
-            self.user._count("hits", len(hits))
+            self.user._count("hits", len(hits), flush=False)  # no SQLite on the event loop
             self.user.parent.note_hot_reads(self.user, self.name, (key for _, key in hits))
         return {keys[key]: data for key, (data, _) in hits.items()}
 
