@@ -48,7 +48,8 @@ PASSWORD = "webmail-password"
 
 @dataclass
 class Tally:
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # of sessions started after the ramp
+    completed: int = 0  # every session that ended well, ramp included (per-session counts)
     failures: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -101,12 +102,14 @@ async def webmail_session(port: int, user: str, count: int, rng: random.Random) 
 
 
 async def load(port: int, users: list[str], count: int, seconds: float, max_sessions: int,
-               seed: int, think: float = 0.0) -> Tally:
+               seed: int, think: float = 0.0, ramp: float = 0.0) -> Tally:
     """Every simulated user loops over sessions until ``seconds`` or ``max_sessions``,
     pausing ``think`` seconds on average (0.5-1.5x, at random) between two: the time a person
     spends on a page; their first sessions start spread over ``think`` seconds too. With think
-    0 the users are a closed loop that saturates the machine."""
+    0 the users are a closed loop that saturates the machine. Sessions started in the first
+    ``ramp`` seconds are not timed: every user starts then (a burst no steady load has)."""
     tally = Tally()
+    timed_from = time.perf_counter() + ramp
     deadline = time.perf_counter() + seconds
 
     async def user_loop(i: int) -> None:
@@ -124,7 +127,9 @@ async def load(port: int, users: list[str], count: int, seconds: float, max_sess
                 if len(tally.errors) < 5:
                     tally.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            tally.latencies.append(time.perf_counter() - start)
+            tally.completed += 1
+            if start >= timed_from:
+                tally.latencies.append(time.perf_counter() - start)
             if think > 0:
                 await asyncio.sleep(min(think * rng.uniform(0.5, 1.5),
                                         max(0.0, deadline - time.perf_counter())))
@@ -140,15 +145,15 @@ def measure(port: int, relay: RelayProcess, users: list[str], count: int,
     started = time.perf_counter()
     own_cpu = time.process_time()
     tally = asyncio.run(load(port, users, count, args.seconds, args.max_sessions, args.seed,
-                             args.think_ms / 1000))
+                             args.think_ms / 1000, args.ramp))
     elapsed = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu
     stats = relay.ask("STATS")
-    done = len(tally.latencies)
+    done = tally.completed
     cpu = proxy.cpu_seconds() - cpu_before if proxy is not None else None
     ordered = sorted(tally.latencies)
     return {
-        "sessions": done, "failures": tally.failures, "errors": tally.errors,
+        "sessions": done, "timed_sessions": len(ordered), "failures": tally.failures, "errors": tally.errors,
         "seconds": elapsed, "sessions_per_s": done / elapsed if elapsed else 0.0,
         "p50": statistics.median(ordered) if ordered else None,
         "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else None,
@@ -254,6 +259,8 @@ def main() -> int:
     parser.add_argument("--think-ms", type=float, default=0.0,
                         help="mean pause of a user between two sessions (default 0: closed "
                              "loop, as fast as the machine goes)")
+    parser.add_argument("--ramp", type=float, default=1.0,
+                        help="seconds at the start of each side whose sessions are not timed")
     parser.add_argument("--proxy-config", type=Path, help="extra TOML for the proxy")
     parser.add_argument("--profile", type=Path, help="cProfile the proxy into this file")
     parser.add_argument("--seed", type=int, default=1)

@@ -595,8 +595,12 @@ class Session:
         # no upstream), and the newest messages' state (mailbox.py FreshState).
         search = (all_uids_command(upstream) if self.user_cache is not None
                   and "ESEARCH" in upstream.capabilities else None)
+        # Not with CONDSTORE/QRESYNC on (ENABLE, or SELECT parameters): MODSEQ would come
+        # along, and the client's FETCH must get it as the upstream tells it.
+        plain = not self.enabled and len(command.args) == 1 and self.reusable
         state = select_state_command(
-            self.user_cache.last_exists.get(box.name) if self.user_cache is not None else None,
+            self.user_cache.last_exists.get(box.name)
+            if self.user_cache is not None and plain else None,
             self.config.upstream.select_state_count)
         follow = [c for c in (search, state) if c is not None]
         fresh = FreshState(frozenset(SELECT_STATE)) if state is not None else None

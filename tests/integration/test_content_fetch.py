@@ -425,3 +425,19 @@ def test_select_state_off(seeded: Any, proxy_factory: Any, raw_factory: Any) -> 
     ask = WEBMAIL_PAGE.format(first=COUNT - 4, last=COUNT)
     assert fetch_map(through, ask) == fetch_map(direct, ask)
     assert _upstream_commands(proxy) > before
+
+
+@pytest.mark.parametrize("condstore", ["ENABLE CONDSTORE", "SELECT INBOX (CONDSTORE)"])
+def test_no_state_read_with_select_once_condstore_is_on(
+        seeded: Any, proxy: RunningProxy, raw_factory: Any, condstore: str) -> None:
+    """With CONDSTORE on, FETCH answers may carry MODSEQ (RFC 7162 lets a server add it):
+    the page FETCH goes upstream as it is, and equals Dovecot's."""
+    through, direct, _ = _second_visit(proxy, seeded, raw_factory, select="EXAMINE INBOX")
+    for client in (through, direct):
+        client.ok(condstore)
+        if condstore.startswith("ENABLE"):
+            client.ok("SELECT INBOX")
+    before = _upstream_commands(proxy)
+    ask = WEBMAIL_PAGE.format(first=COUNT - 9, last=COUNT)
+    assert fetch_map(through, ask) == fetch_map(direct, ask)
+    assert _upstream_commands(proxy) > before
