@@ -285,6 +285,7 @@ class MessageCache:
         self._hot_reads: dict[str, tuple[UserCache, set[bytes], set[bytes]]] = {}
         self._hot_reads_count = 0
         self._hot_reads_since = time.monotonic()
+        self._hot_lock = threading.Lock()  # its own: the event loop takes it on every hit
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="imapproxy-cache")
         self._closed = False
         self._remove_trash()
@@ -420,7 +421,7 @@ class MessageCache:
         read all day from memory would be the first evicted from disk). Recorded here and
         written in one batch per user by :meth:`flush_hot_reads`: in the thread pool every
         HOT_READS_BATCH reads or HOT_READS_SECONDS, and before any store or eviction."""
-        with self._lock:
+        with self._hot_lock:
             _, pending, boxes = self._hot_reads.setdefault(user.id, (user, set(), set()))
             before = len(pending)
             pending.update(keys)
@@ -438,7 +439,7 @@ class MessageCache:
     def flush_hot_reads(self) -> None:
         if not self._hot_reads:
             return
-        with self._lock:
+        with self._hot_lock:
             pending, self._hot_reads = self._hot_reads, {}
         for user, keys, boxes in pending.values():
             files = user.files_if_open()

@@ -126,6 +126,12 @@ class _CacheCollector(Collector):
                                 value=stats.entries)
         yield GaugeMetricFamily(f"{PREFIX}_cache_bytes", "Bytes of cached messages",
                                 value=stats.bytes)
+        yield GaugeMetricFamily(f"{PREFIX}_cache_memory_entries",
+                                "Messages also held in memory (the hot tier)",
+                                value=len(cache.hot))
+        yield GaugeMetricFamily(f"{PREFIX}_cache_memory_bytes",
+                                "Bytes held in the hot tier (messages and structures)",
+                                value=cache.hot.size)
         for name, value in (("hits", stats.hits), ("misses", stats.misses),
                             ("corrupt", stats.corrupt),
                             ("evictions", cache.evictions)):

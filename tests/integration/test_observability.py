@@ -66,6 +66,8 @@ def test_metrics_endpoint_counts_real_work(observed: RunningProxy, account: Any,
     assert values['imapproxy_upstream_round_trip_seconds_sum{command="SELECT"}'] > 0
     assert values["imapproxy_upstream_connections"] == 1
     assert values["imapproxy_cache_entries"] == 3
+    assert values["imapproxy_cache_memory_entries"] == 3  # the hot tier holds them too
+    assert values["imapproxy_cache_memory_bytes"] >= sum(map(len, generated(3)))
     assert values["imapproxy_cache_hits_total"] >= 3
     client.ok("LOGOUT")
     assert client.is_closed()
