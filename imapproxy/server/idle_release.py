@@ -37,6 +37,7 @@ async def give_back(session: Session, style: NewsStyle) -> MailboxState:
     assert upstream is not None and session.mailbox is not None
     told = await read_state(upstream, session.mailbox.uidvalidity,
                             wants_modseq(upstream, style), session.relay)
+    told.flag_list = session.mailbox.flags_line  # from its SELECT, or relayed since
     await session.drain()
     session.upstream = None
     await session.pool.release(upstream, reusable=session.reusable, selected=True)
@@ -52,8 +53,9 @@ async def read_elsewhere(session: Session, style: NewsStyle) -> MailboxState:
     modseq = wants_modseq(upstream, style)
     reusable = False
     try:
-        uidvalidity = await select_quietly(upstream, session.mailbox.name, read_only=True)
-        state = await read_state(upstream, uidvalidity, modseq)
+        selected = await select_quietly(upstream, session.mailbox.name, read_only=True)
+        state = await read_state(upstream, selected.uidvalidity, modseq)
+        state.flag_list = selected.flags_line
         reusable = not modseq  # MODSEQ switched CONDSTORE on for good (RFC 7162)
         return state
     finally:
@@ -66,8 +68,12 @@ def tell(session: Session, told: MailboxState, now: MailboxState, style: NewsSty
     assert session.mailbox is not None
     if now.uidvalidity != told.uidvalidity:
         raise SessionEnded("Mailbox UIDVALIDITY changed; please resync")
+    if now.flag_list is None:  # not read this time: what the client was told stands
+        now.flag_list = told.flag_list
     for line in news_lines(told, now, style):
         session.write(line)
+    if now.flag_list is not None:
+        session.mailbox.flags_line = now.flag_list
     session.mailbox.exists = len(now.uids)
     session.mailbox.uids = list(now.uids)
     return now
@@ -82,10 +88,11 @@ async def take_again(session: Session, told: MailboxState, style: NewsStyle) -> 
     try:
         if session.enabled:
             await _expect_ok(upstream, Command("", "ENABLE", session.enabled))
-        uidvalidity = await select_quietly(upstream, box.name, box.read_only)
-        if uidvalidity != told.uidvalidity:
+        selected = await select_quietly(upstream, box.name, box.read_only)
+        if selected.uidvalidity != told.uidvalidity:
             raise SessionEnded("Mailbox UIDVALIDITY changed; please resync")
-        now = await read_state(upstream, uidvalidity, wants_modseq(upstream, style))
+        now = await read_state(upstream, selected.uidvalidity, wants_modseq(upstream, style))
+        now.flag_list = selected.flags_line
     except BaseException:
         await session.pool.release(upstream, reusable=False, selected=True)
         raise

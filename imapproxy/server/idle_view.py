@@ -37,6 +37,9 @@ class MailboxState:
     uids: list[int] = field(default_factory=list)  # sequence order
     flags: dict[int, tuple[str, ...]] = field(default_factory=dict)
     modseqs: dict[int, int] = field(default_factory=dict)  # empty unless MODSEQ was read
+    # ``* FLAGS (...)``: the flags and keywords defined. Not PERMANENTFLAGS: a reading's
+    # EXAMINE always says () there, whatever the client's SELECT was told.
+    flag_list: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ def news_lines(told: MailboxState, now: MailboxState, style: NewsStyle) -> list[
     if now.uids[:len(kept)] != kept:  # cannot happen under one UIDVALIDITY
         raise SessionEnded("Mailbox changed in an unexpected way; please resync")
     lines: list[bytes] = []
+    if now.flag_list is not None and now.flag_list != told.flag_list:
+        lines.append(now.flag_list)  # a new keyword, before any FETCH that carries it
     if gone and style.qresync:
         lines.append(b"* VANISHED " + uid_set(sorted(gone)) + b"\r\n")
     elif gone:
@@ -96,15 +101,16 @@ def uid_set(uids: list[int]) -> bytes:
 
 
 async def select_quietly(upstream: UpstreamConnection, name: bytes, read_only: bool
-                         ) -> int | None:
-    """SELECT / EXAMINE ``name`` without telling anyone; its UIDVALIDITY."""
+                         ) -> SelectedMailbox:
+    """SELECT / EXAMINE ``name`` without telling anyone; what its answer said (UIDVALIDITY,
+    the FLAGS line)."""
     box = SelectedMailbox(name, read_only=read_only)
     command = Command("", "EXAMINE" if read_only else "SELECT", (astring_token(name),))
     async for item in upstream.execute(command):
         box.observe(item.response)
         if is_final(item.response) and item.response.status != "OK":
             raise SessionEnded("Mailbox no longer available; please resync")
-    return box.uidvalidity
+    return box
 
 
 async def read_state(upstream: UpstreamConnection, uidvalidity: int | None, modseq: bool,

@@ -20,6 +20,7 @@ from ..protocol.response import (
     StatusResponse,
     fetch_attributes,
     number_value,
+    serialize_response,
 )
 from ..protocol.tokens import Atom, ParenList, Token
 
@@ -34,6 +35,7 @@ class SelectedMailbox:
     # its length is ``exists``; new messages (EXISTS) are unknown until a FETCH names them.
     uids: list[int] = field(default_factory=list)
     fresh: FreshState | None = None  # read with the SELECT; for the FETCH right after it
+    flags_line: bytes | None = None  # the last ``* FLAGS (...)`` the upstream sent
 
     @property
     def uids_complete(self) -> bool:
@@ -70,7 +72,9 @@ class SelectedMailbox:
 
     def _observe_data(self, response: DataResponse) -> None:
         number = response.number
-        if response.name == "EXISTS" and number is not None:
+        if response.name == "FLAGS" and number is None:
+            self.flags_line = serialize_response(response)
+        elif response.name == "EXISTS" and number is not None:
             self.exists = number
             del self.uids[number:]
         elif response.name == "FETCH" and number is not None:

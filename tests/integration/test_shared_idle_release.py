@@ -257,3 +257,26 @@ def test_empty_mailbox_then_first_message(
     done(follower, "b")
     assert view(follower.ok("FETCH 1:* (UID FLAGS)")) == direct_view(account)
     done(leader, "a")
+
+
+def test_a_new_keyword_reaches_released_followers_as_a_flags_line(
+        proxy_factory: ProxyFactory, counting_relay: CountingRelay, raw_factory: RawFactory,
+        account: Any, inbox: list[bytes]) -> None:
+    """Another client uses a keyword the mailbox never had: Dovecot's FLAGS list grows, and
+    a released follower is told the new ``* FLAGS`` line before the FETCH that carries it,
+    as the leader is by its own connection."""
+    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
+    leader, follower = idling_pair(proxy, raw_factory, account)
+    wait_for(lambda: proxy.app.pool.parked == 1)  # the follower's, given back
+    imap = direct(account)
+    imap.store("2", "+FLAGS", "$BrandNew")
+    imap.logout()
+    for client in (follower, leader):
+        seen = read_until(client, b"$BrandNew")
+        while not seen[-1].startswith(b"* 2 FETCH ("):  # the FETCH that carries it
+            seen += read_until(client, b"$BrandNew")
+        new = [line for line in seen if b"$BrandNew" in line]
+        assert new[0].startswith(b"* FLAGS (") and b"\\Seen" in new[0], seen
+    untagged = done(follower, "b")
+    assert not any(line.startswith(b"* FLAGS") for line in untagged), untagged  # told once
+    done(leader, "a")
