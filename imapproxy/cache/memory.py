@@ -66,8 +66,17 @@ class MemoryLRU(Generic[K]):
         """Attach ``extra`` to the value of ``key``, if it is present (else nothing)."""
         with self._lock:
             found = self._items.get(key)
-        if found is not None and found[1] != extra:
-            self.put(key, found[0], extra)
+            if found is None or found[1] == extra:
+                return
+            if len(found[0]) + len(extra) > self.max_entry:
+                self._items.pop(key)
+                self.size -= len(found[0]) + len(found[1])
+                return
+            self._items[key] = (found[0], extra)
+            self.size += len(extra) - len(found[1])
+            while self.size > self.max_bytes:
+                _, (d, e) = self._items.popitem(last=False)
+                self.size -= len(d) + len(e)
 
     def discard(self, keys: Iterable[K]) -> None:
         with self._lock:

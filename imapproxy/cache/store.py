@@ -84,6 +84,7 @@ MAX_ENTRY_FRACTION = 4
 EVICT_TO = 0.9
 #: User caches kept open after their last user (session) let go of them.
 KEEP_OPEN = 16
+OWNER_CHECK_SECONDS = 1.0
 HOT_READS_BATCH = 512
 HOT_READS_SECONDS = 30.0
 # Messages up to this size are also kept in the hot tier (in memory) once read or stored;
@@ -282,7 +283,8 @@ class MessageCache:
         # (user cache id, entry key) -> (verified bytes, structure blob or b""): see memory.py
         self.hot: MemoryLRU[tuple[str, bytes]] = MemoryLRU(self.config.hot_size, HOT_ENTRY_MAX)
         # Reads the hot tier answered, still to be told to the disk LRU (note_hot_reads).
-        self._hot_reads: dict[str, tuple[UserCache, set[bytes], set[bytes]]] = {}
+        # user id -> (user, entry keys read, mailboxes used, hits not counted yet)
+        self._hot_reads: dict[str, tuple[UserCache, set[bytes], set[bytes], list[int]]] = {}
         self._hot_reads_count = 0
         self._hot_reads_since = time.monotonic()
         self._hot_lock = threading.Lock()  # its own: the event loop takes it on every hit
@@ -302,6 +304,7 @@ class MessageCache:
 
     def close(self) -> None:
         """Flush counters and close every open database; the async API stops working."""
+        self.flush_hot_reads()
         with self._lock:
             self._closed = True
             users = list(self._open.values())
@@ -416,16 +419,20 @@ class MessageCache:
         finally:
             self._evicting.release()
 
-    def note_hot_reads(self, user: UserCache, mailbox: bytes, keys: Iterable[bytes]) -> None:
+    def note_hot_reads(self, user: UserCache, mailbox: bytes, keys: Iterable[bytes],
+                       hits: int = 0) -> None:
         """Reads answered from memory count as uses for the disk LRU too (else a message
         read all day from memory would be the first evicted from disk). Recorded here and
         written in one batch per user by :meth:`flush_hot_reads`: in the thread pool every
-        HOT_READS_BATCH reads or HOT_READS_SECONDS, and before any store or eviction."""
+        HOT_READS_BATCH reads or HOT_READS_SECONDS, and before any store, eviction or stats.
+        ``hits`` are counted there too: the event loop never waits on a SQLite lock."""
         with self._hot_lock:
-            _, pending, boxes = self._hot_reads.setdefault(user.id, (user, set(), set()))
+            _, pending, boxes, counted = self._hot_reads.setdefault(
+                user.id, (user, set(), set(), [0]))
             before = len(pending)
             pending.update(keys)
             boxes.add(mailbox)
+            counted[0] += hits
             self._hot_reads_count += len(pending) - before
             due = self._hot_reads_count >= HOT_READS_BATCH \
                 or time.monotonic() - self._hot_reads_since > HOT_READS_SECONDS
@@ -441,11 +448,12 @@ class MessageCache:
             return
         with self._hot_lock:
             pending, self._hot_reads = self._hot_reads, {}
-        for user, keys, boxes in pending.values():
+        for user, keys, boxes, counted in pending.values():
             files = user.files_if_open()
             if files is None:
                 continue
             with contextlib.suppress(*_STORE_ERRORS):
+                files.index.count("hits", counted[0], flush=False)
                 if keys:
                     with files.store.transact():
                         _mark_used(files.store, "key", [sqlite3.Binary(k) for k in keys])
@@ -532,6 +540,7 @@ class MessageCache:
     def stats(self) -> CacheStats:
         """Entries, bytes and hit/miss counters, per user and in total (counters of open
         user caches are flushed first)."""
+        self.flush_hot_reads()
         with self._lock:
             open_users = list(self._open.values())
         for user in open_users:
@@ -602,6 +611,7 @@ class MessageCache:
                 files.wipe()
             finally:
                 files.close()
+        self.hot.discard_where(lambda key: key[0] == path.name)  # and any read meanwhile
         trash = self.users_dir / f".trash-{secrets.token_hex(8)}"
         try:
             os.rename(path, trash)
@@ -637,6 +647,7 @@ class UserCache:
         self.last_exists: dict[bytes, int] = {}
         # Mailbox key -> the UIDVALIDITY this process recorded for it (mailbox()).
         self._recorded: dict[bytes, int] = {}
+        self._owner_checked = time.monotonic()  # still_owned()
         weakref.finalize(self, _close_holder, self._holder)
 
     def __repr__(self) -> str:
@@ -665,6 +676,20 @@ class UserCache:
             self._holder.append(files)
             return files
 
+    def still_owned(self) -> bool:
+        """False once this user's cache was purged by another process (``imapproxy cache
+        purge``: owner.json is gone), checked at most every OWNER_CHECK_SECONDS: answers from
+        memory (hot tier, recorded UIDVALIDITY) stop then; the next disk use starts afresh."""
+        now = time.monotonic()
+        if now - self._owner_checked < OWNER_CHECK_SECONDS:
+            return True
+        self._owner_checked = now
+        if self.files_if_open() is None or (self.path / OWNER_FILE).exists():
+            return True
+        self.parent.hot.discard_where(lambda key: key[0] == self.id)
+        self._recorded.clear()
+        return False
+
     def files_if_open(self) -> _UserFiles | None:
         with self._lock:
             return self._holder[0] if self._holder else None
@@ -690,7 +715,7 @@ class UserCache:
         if not 0 < uidvalidity < 2**32:
             raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
         key = mailbox_key(name)
-        if self._recorded.get(key) == uidvalidity:  # as this process left it
+        if self._recorded.get(key) == uidvalidity and self.still_owned():  # as we left it
             self.parent.note_hot_reads(self, key, ())  # its last use, for the index LRU
             return MailboxCache(self, key, uidvalidity)
         try:
@@ -708,7 +733,8 @@ class UserCache:
     async def amailbox(self, name: str | bytes, uidvalidity: int) -> MailboxCache:
         """:meth:`mailbox`; with no thread-pool trip when this process recorded the same
         UIDVALIDITY before (one cache per process and directory: nobody else changes it)."""
-        if self._recorded.get(mailbox_key(name)) == uidvalidity and 0 < uidvalidity < 2**32:
+        if self._recorded.get(mailbox_key(name)) == uidvalidity and 0 < uidvalidity < 2**32 \
+                and self.still_owned():
             return self.mailbox(name, uidvalidity)
         return await self.parent.run(self.mailbox, name, uidvalidity)
 
@@ -824,15 +850,19 @@ class MailboxCache:
     def in_memory(self, uids: Iterable[int], *, count: bool = True) -> dict[int, bytes]:
         """The bytes of those ``uids`` the hot tier holds (counted as hits unless ``count``
         is false): no I/O, so the event loop may call it."""
+        if not self.user.still_owned():
+            return {}
         keys = {(self.user.id, self._key(uid)): uid for uid in uids}
         hits = self.user.parent.hot.get_many(keys)
         if hits and count:
-            self.user._count("hits", len(hits), flush=False)  # no SQLite on the event loop
-            self.user.parent.note_hot_reads(self.user, self.name, (key for _, key in hits))
+            self.user.parent.note_hot_reads(self.user, self.name, (key for _, key in hits),
+                                            len(hits))
         return {keys[key]: data for key, (data, _) in hits.items()}
 
     def structures_in_memory(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The parsed structures the hot tier holds beside the bytes of ``uids``."""
+        if not self.user.still_owned():
+            return {}
         keys = {(self.user.id, self._key(uid)): uid for uid in uids}
         return {keys[key]: structure
                 for key, (_, structure) in self.user.parent.hot.get_many(keys).items()

@@ -302,6 +302,9 @@ class ImapAccount:
                         untagged.append(item.response)
             except (UpstreamLost, UpstreamUnavailable) as exc:
                 raise ConnectionLost(f"APPEND: {exc}", self) from None
+            # Tags are numbered in sending order; a server may answer pipelined commands in
+            # any order (execute), so the answers are put back in the order sent.
+            finals.sort(key=lambda answer: _tag_number(answer.status.tag))
             for command, answer in zip((first, second), [*finals, None, None], strict=False):
                 if answer is None:  # not sent (the connection pipelines only when it can)
                     answer = await self.command(command)
@@ -337,3 +340,8 @@ def _append_args(message: Message) -> tuple[Token, ...]:
         if message.meta.internaldate else ()
     return (ParenList(tuple(Atom(f) for f in message.meta.flags)), *date,
             Literal(message.body))
+
+
+def _tag_number(tag: str | None) -> int:
+    digits = "".join(c for c in tag or "" if c.isdigit())
+    return int(digits) if digits else 0

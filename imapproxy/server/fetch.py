@@ -98,6 +98,8 @@ class ContentFetch:
         self.filtered = filtered
         self.render_hook = render_hook  # client fixups that adjust one rendered item
         self.uid_by_sequence = False  # quirk fetch-without-uid: a FETCH without UID is named
+        self.fresh: FreshState | None = None  # state read with the SELECT, if it may answer
+        self.news: dict[int, dict[str, Token]] = {}  # UID -> state items relayed as news
 
     async def run(self, command: Command, request: FetchRequest) -> StatusResponse | None:
         """Answer the FETCH; the upstream's tagged status, or None when the state read with
@@ -115,7 +117,7 @@ class ContentFetch:
             args += (ParenList(request.modifiers),)
         if self.uid_by_sequence and not self.mailbox.uids_complete:
             await self.learn_uids()
-        fresh, self.mailbox.fresh = self.mailbox.fresh, None
+        fresh, self.fresh = self.fresh, None
         rows = None
         if fresh is not None and not sets_seen and not request.modifiers:
             rows = self._fresh_rows(fresh, command, frozenset(state_names))
@@ -225,6 +227,9 @@ class ContentFetch:
             news = [(k, items.pop(k)) for k in UNSOLICITED_STATE if k in items and k not in asked]
             if news:
                 self.relay(_fetch_news(response.number, items["UID"], news))
+                uid = number_value(items["UID"])
+                if uid is not None:  # newer than a row read before: the answer says it too
+                    self.news.setdefault(uid, {}).update(news)
             answers.append((response.number, items))
         assert final is not None
         return answers, final
@@ -266,6 +271,9 @@ class ContentFetch:
             whole = all(_whole_message(i) for i in request.items)
             structures = {} if whole else await self._structures(bodies)
             for row in rows:  # the session gathers the lines into few socket writes
+                for name, value in self.news.get(row.uid, {}).items():
+                    if name in row.state:
+                        row.state[name] = value
                 stream = streams.get(row.uid)
                 if stream is not None:
                     await self._stream_response(row, request.items, stream, by_uid)

@@ -605,7 +605,7 @@ class Session:
         follow = [c for c in (search, state) if c is not None]
         fresh = FreshState(frozenset(SELECT_STATE)) if state is not None else None
         found: list[int] | None = None
-        changed = False
+        changed = stale = False
         answering = True  # the SELECT's own answer (it ends before the follow-ups start)
         async for item in upstream.execute(command, then=follow):
             response = item.response
@@ -614,6 +614,7 @@ class Session:
                 if is_final(response):
                     answering = False
                     self.relay(item, command.tag)
+                    self.flush()  # the client has its answer; the follow-ups are ours
                     self._track_state(command, response)
                     if response.status == "OK":
                         self.mailbox = box
@@ -630,15 +631,19 @@ class Session:
             elif fresh is not None and items is not None and fresh.names <= items.keys() \
                     and isinstance(response, DataResponse) and response.number \
                     and (uid := number_value(items.pop("UID"))):
-                fresh.rows[response.number] = (uid, items)
-            else:  # news after the SELECT: the client's, the box follows
-                changed |= changes_messages(response)
+                if len(fresh.rows) < 4 * self.config.upstream.select_state_count:
+                    fresh.rows[response.number] = (uid, items)
+                else:  # a flood of new mail since the last SELECT: not kept, not used
+                    stale = True
+            else:  # news after the SELECT: the client's, the box follows; the state read
+                changed |= changes_messages(response)  # with it may be older: not used
+                stale = True
                 self.relay(item)
         if self.mailbox is None:
             return
         if found is not None and not changed:
             box.adopt_uids(found)
-        if fresh is not None and not changed and fresh.rows:
+        if fresh is not None and not stale and fresh.rows:
             for seq, (uid, _) in sorted(fresh.rows.items()):
                 box.learn(seq, uid)
             box.fresh = fresh
@@ -654,6 +659,9 @@ class Session:
             request = parse_fetch_items(command.args)
         except ProtocolError as exc:
             raise BadCommand(f"Error in FETCH: {exc}") from None
+        fresh = self.mailbox.fresh if self.mailbox is not None else None
+        if self.mailbox is not None:
+            self.mailbox.fresh = None  # answers this FETCH or none (ContentFetch.run)
         if not (request.has_content or self.hooks.size_from_bytes(request)) \
                 or self.mailbox is None:
             await self.forward(command)
@@ -664,6 +672,7 @@ class Session:
                               self.config.upstream.prefetch_count,
                               await self.hooks.content(), self.hooks.render_hook)
         engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
+        engine.fresh = fresh
         started = time.monotonic()
         if await engine.run_local(command, request):
             # Worded as Dovecot words it, with the proxy's own time.

@@ -132,7 +132,7 @@ class UpstreamPool:
             self.on_event("refused")
             raise
         reused = self._unpark(key, digest)
-        while reused is None and self._resetting.get(key):
+        while reused is None and self._resetting.get(key) and not self._closed:
             # A connection of this user is being readied for parking (one round trip):
             # cheaper to wait for it than to connect and log in (three or more).
             await asyncio.wait(set(self._resetting[key]), timeout=RESET_TIMEOUT,
@@ -217,24 +217,27 @@ class UpstreamPool:
             await conn.logout()
             return
         user = lease.user
-        resetting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._resetting.setdefault(user, set()).add(resetting)
+        resetting: asyncio.Future[None] | None = None
         try:
             if reusable and self.settings.reuse_idle_seconds > 0 and not self._closed \
                     and not self.slots.waiting and not conn.lost \
-                    and self._room_to_park(user) \
-                    and await _reset(conn, selected) and not self._closed \
                     and self._room_to_park(user):
+                # Only a connection that may be parked is waited for by logins (login()).
+                resetting = asyncio.get_running_loop().create_future()
+                self._resetting.setdefault(user, set()).add(resetting)
+            if resetting is not None and await _reset(conn, selected) \
+                    and not self._closed and self._room_to_park(user):
                 self._park(conn, lease)
                 lease = None
             else:
                 await conn.logout()
         finally:
-            resets = self._resetting.get(user, set())
-            resets.discard(resetting)
-            if not resets:
-                self._resetting.pop(user, None)
-            resetting.set_result(None)
+            if resetting is not None:
+                resets = self._resetting.get(user, set())
+                resets.discard(resetting)
+                if not resets:
+                    self._resetting.pop(user, None)
+                resetting.set_result(None)
             if lease is not None:
                 conn.close()
                 self.slots.give_back(lease.user)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from imapproxy.cache import IndexEntry, MessageCache
+import pytest
+
+from imapproxy.cache import IndexEntry, MessageCache, store
 from imapproxy.cache.memory import MemoryLRU
 from imapproxy.cache.store import HOT_ENTRY_MAX
 
@@ -115,3 +117,19 @@ def test_memory_lru_extra_and_discard_where() -> None:
     lru.discard_where(lambda key: key[0] == "a")
     assert lru.get_many([("a", 1), ("b", 1)]) == {("b", 1): (b"y" * 10, b"")}
     assert lru.size == 10
+
+
+def test_a_purge_by_another_process_stops_memory_answers(
+        make_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``imapproxy cache purge`` while the proxy runs: its memory copies are not served
+    once it notices (owner.json gone; checked at most every OWNER_CHECK_SECONDS)."""
+    monkeypatch.setattr(store, "OWNER_CHECK_SECONDS", 0.0)
+    cache = make_cache(hot_size=HOT)
+    box = cache.for_user(UPSTREAM, "alice").mailbox("INBOX", 1)
+    box.put(1, BODY)
+    assert asyncio.run(box.aget_many([1])) == {1: BODY}
+    other = make_cache(directory=cache.directory)  # the CLI's own MessageCache
+    assert other.purge("alice") == 1
+    assert box.in_memory([1]) == {}
+    assert len(cache.hot) == 0
+    assert box.get(1) is None  # and the disk starts afresh

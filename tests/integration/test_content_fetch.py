@@ -395,7 +395,7 @@ def test_state_read_with_select_answers_the_next_fetch(
     assert _upstream_commands(proxy) > before
 
 
-@pytest.mark.parametrize("between", ["NOOP", "wait", "older"])
+@pytest.mark.parametrize("between", ["NOOP", "wait", "older", "state FETCH"])
 def test_state_read_with_select_is_not_used_when_it_may_be_stale(
         seeded: Any, proxy: RunningProxy, raw_factory: Any, between: str) -> None:
     """Another client changes flags right after the SELECT. A command in between, more than
@@ -409,6 +409,8 @@ def test_state_read_with_select_is_not_used_when_it_may_be_stale(
     other.ok(f"STORE {target} +FLAGS.SILENT ($Stale)")
     if between == "NOOP":
         through.ok("NOOP")
+    elif between == "state FETCH":  # relayed as it is: the client is told the new flag
+        assert b"$Stale" in through.ok(f"FETCH {target} (FLAGS)")[0]
     elif between == "wait":
         time.sleep(FRESH_SECONDS + 0.2)
     before = _upstream_commands(proxy)
