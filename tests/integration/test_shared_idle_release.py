@@ -52,6 +52,16 @@ def direct_view(account: Any) -> list[tuple[int, int, frozenset[bytes]]]:
     return view([d for d in data if isinstance(d, bytes)])
 
 
+def released_pair(proxy_factory: ProxyFactory, relay: CountingRelay, raw_factory: RawFactory,
+                  account: Any) -> tuple[Any, RawClient, RawClient]:
+    """A shared-IDLE proxy, a leader and a follower idling, the follower's connection given
+    back (parked)."""
+    proxy = relayed(proxy_factory, relay, shared_idle=True, idle_release_after=0.0)
+    leader, follower = idling_pair(proxy, raw_factory, account)
+    wait_for(lambda: proxy.app.pool.parked == 1)
+    return proxy, leader, follower
+
+
 def done(client: RawClient, tag: str) -> list[bytes]:
     client.send(b"DONE\r\n")
     untagged, tagged = client.read_until_tagged(tag)
@@ -143,9 +153,7 @@ def test_done_right_after_a_change_tells_it_once(
         account: Any, inbox: list[bytes]) -> None:
     """Whether the shared reading or the reconciliation at DONE tells it, the follower hears
     of each change exactly once, before its tagged OK."""
-    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
-    leader, follower = idling_pair(proxy, raw_factory, account)
-    wait_for(lambda: proxy.app.pool.parked == 1)  # the follower's, given back
+    proxy, leader, follower = released_pair(proxy_factory, counting_relay, raw_factory, account)
     imap = direct(account)
     imap.store("2", "+FLAGS", "\\Deleted")
     imap.expunge()
@@ -265,9 +273,7 @@ def test_a_new_keyword_reaches_released_followers_as_a_flags_line(
     """Another client uses a keyword the mailbox never had: Dovecot's FLAGS list grows, and
     a released follower is told the new ``* FLAGS`` line before the FETCH that carries it,
     as the leader is by its own connection."""
-    proxy = relayed(proxy_factory, counting_relay, shared_idle=True, idle_release_after=0.0)
-    leader, follower = idling_pair(proxy, raw_factory, account)
-    wait_for(lambda: proxy.app.pool.parked == 1)  # the follower's, given back
+    _, leader, follower = released_pair(proxy_factory, counting_relay, raw_factory, account)
     imap = direct(account)
     imap.store("2", "+FLAGS", "$BrandNew")
     imap.logout()
