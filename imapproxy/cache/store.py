@@ -662,8 +662,7 @@ class UserCache:
                     return self._holder[0]
                 # Purged by another process (imapproxy cache purge): start afresh.
                 self._holder.pop().close()
-                self._recorded.clear()
-                self.parent.hot.discard_where(lambda key: key[0] == self.id)
+                self._forget_memory()
             private_dir(self.path)
             owner = _read_owner(self.path)
             if owner is None:
@@ -686,9 +685,17 @@ class UserCache:
         self._owner_checked = now
         if self.files_if_open() is None or (self.path / OWNER_FILE).exists():
             return True
+        self._forget_memory()
+        return False
+
+    def _forget_memory(self) -> None:
+        """What this process keeps of the user's cache beside the files (purged)."""
         self.parent.hot.discard_where(lambda key: key[0] == self.id)
         self._recorded.clear()
-        return False
+
+    def _recorded_as(self, key: bytes, uidvalidity: int) -> bool:
+        """This process recorded ``uidvalidity`` for mailbox ``key`` (and was not purged)."""
+        return self._recorded.get(key) == uidvalidity and self.still_owned()
 
     def files_if_open(self) -> _UserFiles | None:
         with self._lock:
@@ -715,7 +722,7 @@ class UserCache:
         if not 0 < uidvalidity < 2**32:
             raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
         key = mailbox_key(name)
-        if self._recorded.get(key) == uidvalidity and self.still_owned():  # as we left it
+        if self._recorded_as(key, uidvalidity):  # as this process left it
             self.parent.note_hot_reads(self, key, ())  # its last use, for the index LRU
             return MailboxCache(self, key, uidvalidity)
         try:
@@ -733,8 +740,7 @@ class UserCache:
     async def amailbox(self, name: str | bytes, uidvalidity: int) -> MailboxCache:
         """:meth:`mailbox`; with no thread-pool trip when this process recorded the same
         UIDVALIDITY before (one cache per process and directory: nobody else changes it)."""
-        if self._recorded.get(mailbox_key(name)) == uidvalidity and 0 < uidvalidity < 2**32 \
-                and self.still_owned():
+        if 0 < uidvalidity < 2**32 and self._recorded_as(mailbox_key(name), uidvalidity):
             return self.mailbox(name, uidvalidity)
         return await self.parent.run(self.mailbox, name, uidvalidity)
 
@@ -850,23 +856,22 @@ class MailboxCache:
     def in_memory(self, uids: Iterable[int], *, count: bool = True) -> dict[int, bytes]:
         """The bytes of those ``uids`` the hot tier holds (counted as hits unless ``count``
         is false): no I/O, so the event loop may call it."""
-        if not self.user.still_owned():
-            return {}
-        keys = {(self.user.id, self._key(uid)): uid for uid in uids}
-        hits = self.user.parent.hot.get_many(keys)
+        hits = self._hot_entries(uids)
         if hits and count:
-            self.user.parent.note_hot_reads(self.user, self.name, (key for _, key in hits),
-                                            len(hits))
-        return {keys[key]: data for key, (data, _) in hits.items()}
+            self.user.parent.note_hot_reads(
+                self.user, self.name, (self._key(uid) for uid in hits), len(hits))
+        return {uid: data for uid, (data, _) in hits.items()}
 
     def structures_in_memory(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The parsed structures the hot tier holds beside the bytes of ``uids``."""
+        return {uid: structure for uid, (_, structure) in self._hot_entries(uids).items()
+                if structure}
+
+    def _hot_entries(self, uids: Iterable[int]) -> dict[int, tuple[bytes, bytes]]:
         if not self.user.still_owned():
             return {}
         keys = {(self.user.id, self._key(uid)): uid for uid in uids}
-        return {keys[key]: structure
-                for key, (_, structure) in self.user.parent.hot.get_many(keys).items()
-                if structure}
+        return {keys[key]: value for key, value in self.user.parent.hot.get_many(keys).items()}
 
     get_bytes = get
 

@@ -674,11 +674,10 @@ class Session:
         engine.uid_by_sequence = "fetch-without-uid" in self.hooks.quirks
         engine.fresh = fresh
         started = time.monotonic()
-        if await engine.run_local(command, request):
-            # Worded as Dovecot words it, with the proxy's own time.
-            took = time.monotonic() - started
-            self.write(status_line(command.tag, "OK", f"Fetch completed ({took:.3f} + 0.000 secs)."))
-        elif (final := await engine.run(command, request)) is None:  # state read with SELECT
+        # None: answered with no upstream round trip (known UIDs, or state read with SELECT)
+        final = None if await engine.run_local(command, request) \
+            else await engine.run(command, request)
+        if final is None:  # worded as Dovecot words it, with the proxy's own time
             took = time.monotonic() - started
             self.write(status_line(command.tag, "OK", f"Fetch completed ({took:.3f} + 0.000 secs)."))
         else:
